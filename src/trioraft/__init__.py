@@ -1,0 +1,25 @@
+"""trioraft: Raft (Figure 2, the MIT 6.824/6.5840 API) for trio.
+
+The public names are those of the 6.824 lab: :func:`make` a peer, then
+``start``, ``get_state``, ``snapshot``, ``kill``; committed commands come out
+as :class:`ApplyMsg` on the apply channel.  :mod:`trioraft.sim` is the
+labrpc-style simulated network and the 6.824 test harness.
+"""
+
+from .core.apply import ApplyMsg
+from .core.config import RaftConfig
+from .peer import CorruptStateError, Raft, make
+from .persist import Persister
+from .rpc import ClientEnd, Handler, RpcServer
+
+__all__ = [
+    "ApplyMsg",
+    "ClientEnd",
+    "CorruptStateError",
+    "Handler",
+    "Persister",
+    "Raft",
+    "RaftConfig",
+    "RpcServer",
+    "make",
+]

@@ -1,0 +1,55 @@
+"""RaftConfig: the knobs of one peer, checked when made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Timing and limits of one peer.  The defaults meet the 6.824 rules.
+
+    - ``heartbeat_interval``: a leader sends AppendEntries to each follower at
+      least this often when idle.  6.824 allows at most 10 per second.
+    - ``election_timeout_min``/``_max``: a follower that hears from no leader
+      (and grants no vote) for a random time in this range starts an election.
+      Several heartbeats fit in the minimum, so a lost one or two do not cause
+      an election, and the range is wide enough that split votes are rare; a
+      new leader comes well within 6.824's 5 s.
+    - ``max_append_bytes``: the most command bytes one AppendEntries carries
+      (at least one entry is always sent, however large).
+    - ``snapshot_chunk_bytes``: InstallSnapshot sends snapshots in chunks of
+      this size, so a slow link still makes progress.
+    - ``seed``: seeds the peer's random choices (its election timeouts); None
+      draws a fresh seed from the operating system.
+    - ``tracer``: receives one event per state change (see ``trioraft.trace``);
+      None records nothing and costs nothing.
+    """
+
+    heartbeat_interval: float = 0.1
+    election_timeout_min: float = 0.3
+    election_timeout_max: float = 0.6
+    max_append_bytes: int = 64 * 1024
+    snapshot_chunk_bytes: int = 64 * 1024
+    seed: int | None = None
+    tracer: Any = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("seed", "tracer"):
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"RaftConfig.{f.name} must be a positive number, got {value!r}")
+        if self.election_timeout_min > self.election_timeout_max:
+            raise ValueError(
+                "RaftConfig.election_timeout_min must not exceed election_timeout_max "
+                f"({self.election_timeout_min} > {self.election_timeout_max})"
+            )
+        if self.heartbeat_interval >= self.election_timeout_min:
+            raise ValueError(
+                "RaftConfig.heartbeat_interval must be shorter than election_timeout_min, "
+                "or followers time out between heartbeats "
+                f"({self.heartbeat_interval} >= {self.election_timeout_min})"
+            )

@@ -1,0 +1,76 @@
+"""Every async test runs under trio, in virtual time unless --real-clock is given.
+
+Virtual time: ``trio.testing.MockClock(autojump_threshold=0)`` jumps the clock
+forward whenever every task is blocked, so a test that sleeps 30 simulated
+seconds costs only its computation.  The scheduler is made deterministic and
+seeded (see ``trioraft.determinism``) from ``--seed`` and the test's name, so
+a failure can be replayed exactly.
+
+``--real-clock`` runs the same tests against trio's system clock: a Raft that
+only works when computing takes no time is wrong, and this catches it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trioraft.determinism import seed_scheduler
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trioraft")
+    group.addoption(
+        "--real-clock",
+        action="store_true",
+        default=False,
+        help="run trio tests on the real clock instead of virtual time (slow)",
+    )
+    group.addoption(
+        "--seed",
+        type=int,
+        default=1,
+        help="base seed for the scheduler, networks and peers (default 1)",
+    )
+
+
+def _test_seed(config: pytest.Config, nodeid: str) -> int:
+    return (config.getoption("--seed") * 1_000_003 + zlib.crc32(nodeid.encode())) % 2**32
+
+
+def _make_runner(real_clock: bool, seed: int) -> Callable[..., Any]:
+    def run(fn: Callable[[], Any], *, clock: Any = None, instruments: Any = ()) -> Any:
+        seed_scheduler(seed)
+        if clock is None and not real_clock:
+            clock = trio.testing.MockClock(autojump_threshold=0)
+        return trio.run(fn, clock=clock, instruments=instruments)
+
+    return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    real_clock = config.getoption("--real-clock")
+    for item in items:
+        fn = getattr(item, "obj", None)
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            seed = _test_seed(config, item.nodeid)
+            item.add_marker(pytest.mark.trio(run=_make_runner(real_clock, seed)))
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """A per-test seed derived from --seed and the test id (stable across runs)."""
+    return _test_seed(request.config, request.node.nodeid)
+
+
+@pytest.fixture
+def real_clock(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--real-clock"))
+
+
