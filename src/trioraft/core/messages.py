@@ -8,16 +8,20 @@ honest.  Field names are the paper's.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True):
-    """One log entry: the term in which the leader received it, and the command."""
+    """One log entry: the term in which the leader received it, and the command.
+
+    The command is kept encoded (``msgspec.Raw``): it is validated and encoded
+    once, at ``start()``, then copied verbatim into every AppendEntries and
+    every save, and decoded only when applied.  Its length is what the
+    leader's batching budget counts.
+    """
 
     term: int
-    command: Any
+    command: msgspec.Raw
 
 
 class RequestVoteArgs(msgspec.Struct, frozen=True, array_like=True):
