@@ -1,0 +1,133 @@
+"""The ``trioraft`` command line.
+
+Exit status: 0 success, 1 a property was violated (the output says which),
+2 bad usage or unreadable input.  No Python traceback reaches the user for
+bad input: argument errors print the usage and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trioraft",
+        description="Raft for trio: simulate a cluster in virtual time.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a simulated cluster with crashes and disconnects in virtual time",
+        description=(
+            "Run a simulated Raft cluster in virtual time under random crashes, restarts, "
+            "disconnects and reconnects (never more than a minority down), with a client "
+            "submitting commands, then heal it and require one last agreement. Every peer's "
+            "applied commands are checked against the others'. Prints a summary."
+        ),
+    )
+    simulate.add_argument("--seed", type=_seed, default=1, help="random seed (default 1)")
+    simulate.add_argument("--nodes", type=_positive_int, default=5, help="peers (default 5)")
+    simulate.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="virtual seconds of faults before healing (default 60)",
+    )
+    simulate.add_argument(
+        "--unreliable",
+        action="store_true",
+        help="also delay, drop and reorder RPCs (labrpc's unreliable network)",
+    )
+    simulate.add_argument(
+        "--no-progress", action="store_true", help="never show a progress bar"
+    )
+    return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .sim.simulate import format_summary, run_simulation
+
+    show_progress = not args.no_progress and sys.stderr.isatty() and args.duration >= 30
+    if show_progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} virtual s"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("simulate", total=args.duration)
+            result = run_simulation(
+                args.seed,
+                args.nodes,
+                args.duration,
+                unreliable=args.unreliable,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    else:
+        result = run_simulation(args.seed, args.nodes, args.duration, unreliable=args.unreliable)
+    print(format_summary(result))
+    return EXIT_OK if result.failure is None else EXIT_VIOLATION
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad usage: prints the usage and exits 2
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+    except KeyboardInterrupt:
+        print("trioraft: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); nothing more to say.
+        sys.stderr.close()
+        return EXIT_OK
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The `trioraft` command line: its output, exit statuses and bad-input handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from trioraft.cli import main
+
+
+def test_simulate_prints_a_summary_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--seed", "3", "--nodes", "3", "--duration", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 3, 3 nodes, 20 s virtual" in out
+    assert "leader per term:" in out
+    assert "result: OK" in out
+    assert "leaderless after a leader fault" in out
+
+
+def test_simulate_is_reproducible(capsys: pytest.CaptureFixture[str]) -> None:
+    def run() -> list[str]:
+        main(["simulate", "--seed", "5", "--nodes", "5", "--duration", "15", "--unreliable"])
+        return [line for line in capsys.readouterr().out.splitlines() if "wall time" not in line]
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "--nodes", "0"], "--nodes: must be at least 1"),
+        (["simulate", "--nodes", "three"], "--nodes: expected a whole number"),
+        (["simulate", "--duration", "-1"], "--duration: must be a positive"),
+        (["simulate", "--duration", "inf"], "--duration: must be a positive"),
+        (["simulate", "--seed", "x"], "--seed: expected a whole number"),
+        (["simulate", "--frobnicate"], "unrecognized arguments"),
+        (["explode"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_reason(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage:" in err
+    assert "Traceback" not in err
+
+
+def test_the_installed_command_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trioraft.cli", "simulate", "--nodes", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
