@@ -67,7 +67,7 @@ def bench_idle_cluster(runs: int, virtual_seconds: float = 60.0) -> None:
     rates = []
     for run in range(runs):
 
-        async def idle() -> None:
+        async def idle(run: int = run) -> None:
             async with open_cluster(5, seed=run) as cfg:
                 await cfg.check_one_leader()
                 t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def bench_first_election(seeds: int) -> None:
     as_test_count: list[int] = []
     for seed in range(seeds):
 
-        async def scenario() -> None:
+        async def scenario(seed: int = seed) -> None:
             cfg_ref: list[Any] = []
             counted: list[int] = []
 

@@ -98,4 +98,3 @@ async def test_many_elections_2a(seed: int) -> None:
 
         await cfg.check_one_leader()
         cfg.end()
-

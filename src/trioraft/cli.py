@@ -78,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also delay, drop and reorder RPCs (labrpc's unreliable network)",
     )
-    simulate.add_argument(
-        "--no-progress", action="store_true", help="never show a progress bar"
-    )
+    simulate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
 
 

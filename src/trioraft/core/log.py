@@ -67,7 +67,9 @@ class RaftLog:
     def entry(self, index: int) -> Entry:
         offset = index - self.snapshot_index - 1
         if offset < 0:
-            raise LogCompactedError(f"entry {index} is in the snapshot (up to {self.snapshot_index})")
+            raise LogCompactedError(
+                f"entry {index} is in the snapshot (up to {self.snapshot_index})"
+            )
         if offset >= len(self.entries):
             raise IndexError(f"entry {index} is beyond the last index {self.last_index}")
         return self.entries[offset]
@@ -75,7 +77,9 @@ class RaftLog:
     def slice(self, start: int, stop: int) -> list[Entry]:
         """Entries with ``start <= index < stop`` (clipped at the end)."""
         if start <= self.snapshot_index:
-            raise LogCompactedError(f"entry {start} is in the snapshot (up to {self.snapshot_index})")
+            raise LogCompactedError(
+                f"entry {start} is in the snapshot (up to {self.snapshot_index})"
+            )
         base = self.snapshot_index + 1
         return self.entries[start - base : stop - base]
 

@@ -220,7 +220,8 @@ def format_summary(result: SimulationResult) -> str:
     """The human summary ``trioraft simulate`` prints."""
     lines = [
         f"trioraft simulate: seed {result.seed}, {result.nodes} nodes, "
-        f"{result.duration:g} s virtual, {'unreliable' if result.unreliable else 'reliable'} network",
+        f"{result.duration:g} s virtual, "
+        f"{'unreliable' if result.unreliable else 'reliable'} network",
         f"  wall time        {result.wall_seconds:.2f} s ({result.cpu_seconds:.2f} s CPU), "
         f"{result.duration / max(result.wall_seconds, 1e-9):.0f} simulated s per wall s",
         f"  faults injected  {len(result.faults)}",
@@ -245,7 +246,9 @@ def format_summary(result: SimulationResult) -> str:
         chunk = terms[chunk_start : chunk_start + 8]
         lines.append("    " + "  ".join(f"t{t}:n{result.leaders[t]}" for t in chunk))
     if result.failure is None:
-        lines.append("  result: OK (every peer applied the same commands in order; final agreement)")
+        lines.append(
+            "  result: OK (every peer applied the same commands in order; final agreement)"
+        )
     else:
         lines.append(f"  result: FAILED: {result.failure}")
     return "\n".join(lines)
