@@ -1,0 +1,387 @@
+"""A simulated network for trio: a port of MIT 6.824/6.5840's labrpc (2023).
+
+Rules of operation (labrpc's, with its constants):
+
+* The network holds client ends (by name), ``enabled[endname]`` (default
+  false), ``connections[endname] -> servername`` and ``servers[servername]``,
+  plus the flags ``reliable`` (default true), ``long_delays`` and
+  ``long_reordering`` (default false).
+* ``end.call(method, args)`` encodes ``args`` with :mod:`trioraft.codec` and
+  sends a request on the one shared request channel; a single dispatcher task
+  counts it (total count, and the request's bytes in total bytes) and starts
+  ``_process_req`` for it.  The caller then waits for the reply: the decoded
+  reply, or ``None`` when the network lost the request or the reply, or the
+  server is down.  There is no timeout in ``call`` itself: every "timeout" is
+  simulated by the network.
+* ``_process_req`` reads (enabled, servername, server, reliable,
+  long_reordering) once, at its start.  If the end is enabled and connected to
+  a live server:
+
+  1. unreliable: sleep 0-26 ms, then drop the request with probability 10 %;
+  2. dispatch: the server's count goes up, the arguments are decoded and the
+     handler runs (in its own task if it is async); while it runs, every
+     100 ms, check whether the server is dead (the end is now disabled, or
+     the server name now maps to another server or to none); if so, stop
+     waiting (the handler finishes in the background) and reply ``None``;
+  3. after the handler returns, re-check that the server is alive: a killed
+     server's reply is never delivered (the tester deletes a server before it
+     swaps its Persister);
+  4. unreliable: drop the reply with probability 10 % (the handler's side
+     effects have happened);
+  5. long reordering: with probability 600/900 deliver the reply after
+     200 + rand(1 + rand(2000)) ms, its bytes counted at delivery;
+  6. otherwise deliver the reply now and count its bytes.
+
+  Otherwise (end disabled, not connected, or no server) reply ``None`` after
+  rand 0-6999 ms with long delays on, rand 0-99 ms with them off.  A request
+  sent while the end is disabled is never delivered, even if the end is
+  enabled later.
+* Arguments and replies always cross the network encoded, so caller and
+  callee never share objects.  Bytes that do not decode to the handler's
+  ``arg_type`` (or the caller's reply to ``reply_type``) are a lost RPC.
+* All randomness comes from one ``random.Random(seed)`` owned by the network,
+  all timing from trio's clock, so a run in virtual time is reproducible.
+* ``cleanup()`` (labrpc's Cleanup) makes pending and future calls return
+  ``None`` at once; leaving ``open_network``'s ``async with`` calls it and
+  cancels the handlers still running.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import trio
+
+from trioraft.codec import CodecError, decode, encode
+from trioraft.rpc import Handler, RpcServer
+
+__all__ = ["Network", "SimClientEnd", "open_network"]
+
+SHORTDELAY: Final = 27  # ms; unreliable: every request waits rand 0-26 ms
+LONGDELAY: Final = 7000  # ms; a call on a dead connection fails after up to this, long delays on
+SHORTFAIL: Final = 100  # ms; ... and after up to this with long delays off
+DROP_PER_MILLE: Final = 100  # unreliable: requests and replies each lost with 100/1000
+REORDER_OUT_OF: Final = 900  # long reordering: a reply is delayed with 600/900
+REORDER_BELOW: Final = 600
+REORDER_MIN: Final = 200  # ms; a delayed reply waits 200 + rand(1 + rand(2000)) ms
+REORDER_SPREAD: Final = 2000
+DEATH_POLL: Final = 0.1  # s; how often a waiting request checks whether its server died
+
+
+class _Request:
+    """labrpc's reqMsg plus its replyCh: one call on its way and its one-shot reply."""
+
+    __slots__ = ("args", "endname", "error", "method", "replied", "reply", "reply_type")
+
+    def __init__(self, endname: str, method: str, args: bytes) -> None:
+        self.endname = endname
+        self.method = method  # e.g. "Raft.AppendEntries"
+        self.args = args
+        self.reply: bytes | None = None  # None: no reply (the RPC was lost)
+        self.reply_type: Any = Any
+        self.error: Exception | None = None  # a programming error, raised in the caller
+        self.replied = trio.Event()
+
+
+class _Server:
+    """labrpc's Server: one incarnation of a service added under a name.
+
+    Every ``add_server`` makes a new one, so a request in flight to an older
+    incarnation sees its server as dead (labrpc's ``servers[name] != server``).
+    """
+
+    __slots__ = ("count", "handlers")
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self.handlers = handlers
+        self.count = 0  # incoming RPCs dispatched to this server
+
+
+class _HandlerRun:
+    """The outcome of an async handler running in its own task."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.result: object = None
+        self.done = trio.Event()
+
+
+async def _run_handler(run: _HandlerRun, pending: Awaitable[object]) -> None:
+    run.result = await pending
+    run.done.set()
+
+
+class SimClientEnd:
+    """labrpc's ClientEnd: one end-point that calls the server it is connected to.
+
+    It is fine to have several calls in progress on one end at the same time;
+    the network may deliver them in any order.
+    """
+
+    __slots__ = ("_send", "endname")
+
+    def __init__(self, endname: str, send: trio.MemorySendChannel[_Request]) -> None:
+        self.endname = endname  # this end-point's name
+        self._send = send  # the network's shared request channel
+
+    async def call(self, method: str, args: object) -> object | None:
+        """Send an RPC and wait for the reply.
+
+        Returns the decoded reply, or ``None`` if no reply was received (the
+        network lost the request or the reply, or the server is down).  Raises
+        ``TypeError`` if ``args`` cannot be encoded and ``ValueError`` if the
+        server has no such method: both are programming errors.
+        """
+        req = _Request(self.endname, method, encode(args))
+        try:
+            await self._send.send(req)
+        except trio.BrokenResourceError:
+            return None  # the entire network has been cleaned up
+        await req.replied.wait()
+        reply = req.reply
+        if reply is None:
+            if req.error is not None:
+                raise req.error
+            return None
+        try:
+            result: object = decode(reply, req.reply_type)
+        except CodecError:
+            return None
+        return result
+
+
+class Network:
+    """labrpc's Network: ends, servers, the connections between them, and faults.
+
+    Made by :func:`open_network`, which runs its dispatcher.
+    """
+
+    _requests: trio.Nursery  # the dispatcher and every _process_req (cancelled by cleanup)
+    _handlers: trio.Nursery  # async handlers (cancelled when open_network exits)
+
+    def __init__(self, seed: int = 1) -> None:
+        self._rng = random.Random(seed)
+        self._reliable = True
+        self._long_delays = False  # pause a long time on send on a disabled connection
+        self._long_reordering = False  # sometimes delay replies a long time
+        self._ends: dict[str, SimClientEnd] = {}
+        self._enabled: dict[str, bool] = {}  # by end name
+        self._servers: dict[str, _Server] = {}  # by server name
+        self._connections: dict[str, str] = {}  # end name -> server name
+        self._end_send, self._end_receive = trio.open_memory_channel[_Request](0)
+        self._count = 0  # total RPC count, for statistics
+        self._bytes = 0  # total bytes sent, for statistics
+
+    # -- configuration (labrpc's MakeEnd, AddServer, Connect, Enable, ...) --
+
+    def make_end(self, endname: str) -> SimClientEnd:
+        """Create a client end-point named ``endname`` (disabled, not connected)."""
+        if endname in self._ends:
+            raise ValueError(f"make_end: {endname!r} already exists; end names must be unique")
+        end = SimClientEnd(endname, self._end_send)
+        self._ends[endname] = end
+        self._enabled[endname] = False
+        self._connections.pop(endname, None)
+        return end
+
+    def add_server(self, servername: str, server: RpcServer) -> None:
+        """Add (or replace) the server ``servername``; its handlers are read now."""
+        self._servers[servername] = _Server(dict(server.rpc_handlers()))
+
+    def delete_server(self, servername: str) -> None:
+        """Eliminate the server ``servername``: calls into it fail, its replies are lost."""
+        self._servers.pop(servername, None)
+
+    def connect(self, endname: str, servername: str) -> None:
+        """Connect a client end to a server (labrpc connects an end once in its lifetime)."""
+        self._connections[endname] = servername
+
+    def enable(self, endname: str, enabled: bool) -> None:
+        """Enable or disable a client end."""
+        self._enabled[endname] = enabled
+
+    def set_reliable(self, yes: bool) -> None:
+        """``False`` means delay requests and drop requests and replies."""
+        self._reliable = yes
+
+    def set_long_reordering(self, yes: bool) -> None:
+        """``True`` means sometimes delay replies a long time (200-2200 ms)."""
+        self._long_reordering = yes
+
+    def set_long_delays(self, yes: bool) -> None:
+        """``True`` means a call on a dead connection fails after up to 7 s (else 100 ms)."""
+        self._long_delays = yes
+
+    # -- statistics --
+
+    def get_count(self, servername: str) -> int:
+        """The number of RPCs dispatched to the server now named ``servername`` (0 if none)."""
+        server = self._servers.get(servername)
+        return 0 if server is None else server.count
+
+    def get_total_count(self) -> int:
+        """The number of calls submitted, including lost ones and ones to dead connections."""
+        return self._count
+
+    def get_total_bytes(self) -> int:
+        """Encoded bytes of every request submitted plus every reply delivered."""
+        return self._bytes
+
+    def cleanup(self) -> None:
+        """Shut the network down: pending and future calls return ``None`` at once."""
+        self._end_receive.close()  # future senders get BrokenResourceError
+        self._requests.cancel_scope.cancel()  # every _process_req replies None
+
+    # -- the machinery --
+
+    async def _serve(
+        self,
+        handlers: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._handlers = handlers
+        async with trio.open_nursery() as requests:
+            self._requests = requests
+            requests.start_soon(self._dispatch)
+            task_status.started()
+
+    async def _dispatch(self) -> None:
+        """The single task that handles all calls (labrpc's goroutine reading endCh)."""
+        receive = self._end_receive.receive
+        start_soon = self._requests.start_soon
+        process_req = self._process_req
+        try:
+            while True:
+                req = await receive()
+                self._count += 1
+                self._bytes += len(req.args)
+                start_soon(process_req, req)
+        except trio.ClosedResourceError:
+            return  # cleaned up
+
+    def _is_server_dead(self, endname: str, servername: str, server: _Server) -> bool:
+        return not self._enabled.get(endname, False) or self._servers.get(servername) is not server
+
+    async def _process_req(self, req: _Request) -> None:
+        """labrpc's processReq: decide the request's fate and deliver its reply.
+
+        Returning without setting ``req.reply`` means "no reply"; either way
+        the caller is woken when this returns.
+        """
+        try:
+            # readEndnameInfo: what this request sees is fixed now.
+            endname = req.endname
+            enabled = self._enabled.get(endname, False)
+            servername = self._connections.get(endname)
+            server = None if servername is None else self._servers.get(servername)
+            reliable = self._reliable
+            long_reordering = self._long_reordering
+            rng = self._rng
+
+            if not enabled or servername is None or server is None:
+                # Simulate no reply and eventual timeout.  Long delays let Raft tests
+                # check that the leader doesn't send RPCs synchronously; short ones
+                # suit kv tests, whose clients try each server in rapid succession.
+                ms = rng.randrange(LONGDELAY if self._long_delays else SHORTFAIL)
+                await trio.sleep(ms / 1000)
+                return
+
+            if not reliable:
+                await trio.sleep(rng.randrange(SHORTDELAY) / 1000)  # short delay
+                if rng.randrange(1000) < DROP_PER_MILLE:
+                    return  # drop the request, return as if timeout
+
+            # dispatch: count, find the handler, decode the arguments.
+            server.count += 1
+            handler = server.handlers.get(req.method)
+            if handler is None:
+                req.error = ValueError(
+                    f"unknown method {req.method!r} on server {servername!r}; "
+                    f"expecting one of {sorted(server.handlers)}"
+                )
+                return
+            try:
+                args = decode(req.args, handler.arg_type)
+            except CodecError:
+                return  # garbled arguments: a lost RPC
+
+            # Execute the request (call the RPC handler).  An async handler runs
+            # in its own task so that we can periodically check whether the
+            # server has been killed and the RPC should get a failure reply; a
+            # sync one returns before any check could run, so it runs inline.
+            result = handler.fn(args)
+            if inspect.isawaitable(result):
+                run = _HandlerRun()
+                self._handlers.start_soon(_run_handler, run, result)
+                done = run.done
+                while not done.is_set():
+                    with trio.move_on_after(DEATH_POLL):
+                        await done.wait()
+                    if not done.is_set() and self._is_server_dead(endname, servername, server):
+                        return  # stop waiting: the handler finishes in the background
+                result = run.result
+
+            # Do not reply if delete_server() has been called, i.e. the server has
+            # been killed: a client must never get a positive reply to an Append
+            # that the server persisted into an old Persister.
+            if self._is_server_dead(endname, servername, server) or result is None:
+                return
+            try:
+                reply = encode(result)
+            except TypeError as exc:
+                req.error = TypeError(f"{req.method} on server {servername!r} replied with {exc}")
+                return
+
+            if not reliable and rng.randrange(1000) < DROP_PER_MILLE:
+                return  # drop the reply, return as if timeout
+            if long_reordering and rng.randrange(REORDER_OUT_OF) < REORDER_BELOW:
+                # delay the response for a while
+                ms = REORDER_MIN + rng.randrange(1 + rng.randrange(REORDER_SPREAD))
+                await trio.sleep(ms / 1000)
+            self._bytes += len(reply)
+            req.reply_type = handler.reply_type
+            req.reply = reply
+        finally:
+            # Wakes the caller; with no reply set it sees a lost RPC.  This also covers
+            # cleanup() cancelling us mid-sleep, and a handler that raised.
+            req.replied.set()
+
+
+@asynccontextmanager
+async def open_network(seed: int = 1) -> AsyncIterator[Network]:
+    """Run a :class:`Network` whose every random choice comes from ``seed``.
+
+    On exit the network is cleaned up (pending calls return ``None``) and the
+    handlers still running are cancelled.  A single exception from the body or
+    from a handler propagates as itself, not wrapped in an exception group.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            net = Network(seed)
+            await nursery.start(net._serve, nursery)
+            try:
+                yield net
+            finally:
+                net.cleanup()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        sole = _sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from None
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (however deeply nested), or ``None`` if several."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
