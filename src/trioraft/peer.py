@@ -31,7 +31,6 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
-
 import msgspec
 import trio
 
