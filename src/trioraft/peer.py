@@ -272,7 +272,8 @@ class Raft:
         if reply is None:
             self._backoff[peer] = True
         self._after_step()
-        self._wake[peer].set()
+        if self._node.has_news_for(peer):
+            self._wake[peer].set()  # more to send, and this peer has room now
 
     async def _request_vote(self, peer: int, args: RequestVoteArgs) -> None:
         reply = await self._peers[peer].call(REQUEST_VOTE, args)

@@ -49,6 +49,7 @@ Rules of operation (labrpc's, with its constants):
 from __future__ import annotations
 
 import inspect
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
@@ -75,7 +76,7 @@ DEATH_POLL: Final = 0.1  # s; how often a waiting request checks whether its ser
 class _Request:
     """labrpc's reqMsg plus its replyCh: one call on its way and its one-shot reply."""
 
-    __slots__ = ("args", "endname", "error", "method", "replied", "reply", "reply_type")
+    __slots__ = ("args", "endname", "error", "handler", "method", "replied", "reply", "reply_type")
 
     def __init__(self, endname: str, method: str, args: bytes) -> None:
         self.endname = endname
@@ -84,7 +85,23 @@ class _Request:
         self.reply: bytes | None = None  # None: no reply (the RPC was lost)
         self.reply_type: Any = Any
         self.error: Exception | None = None  # a programming error, raised in the caller
+        self.handler: Handler | None = None  # the handler it was dispatched to
         self.replied = trio.Event()
+
+
+class _Route:
+    """Where a request goes, read once when it is dispatched (labrpc's readEndnameInfo)."""
+
+    __slots__ = ("endname", "server", "servername")
+
+    def __init__(self, endname: str, servername: str, server: _Server) -> None:
+        self.endname = endname
+        self.servername = servername
+        self.server = server
+
+
+_LOST: Final = object()
+"""A request that gets no reply (lost, garbled, or a programming error)."""
 
 
 class _Server:
@@ -139,8 +156,11 @@ class SimClientEnd:
         """
         req = _Request(self.endname, method, encode(args))
         try:
-            await self._send.send(req)
-        except trio.BrokenResourceError:
+            # The request channel is unbounded, so this never blocks: sending
+            # does not cost a trip through the scheduler (labrpc's endCh is
+            # drained at once by its dispatcher, so nothing changes).
+            self._send.send_nowait(req)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return None  # the entire network has been cleaned up
         await req.replied.wait()
         reply = req.reply
@@ -173,7 +193,7 @@ class Network:
         self._enabled: dict[str, bool] = {}  # by end name
         self._servers: dict[str, _Server] = {}  # by server name
         self._connections: dict[str, str] = {}  # end name -> server name
-        self._end_send, self._end_receive = trio.open_memory_channel[_Request](0)
+        self._end_send, self._end_receive = trio.open_memory_channel[_Request](math.inf)
         self._count = 0  # total RPC count, for statistics
         self._bytes = 0  # total bytes sent, for statistics
 
@@ -252,7 +272,14 @@ class Network:
             task_status.started()
 
     async def _dispatch(self) -> None:
-        """The single task that handles all calls (labrpc's goroutine reading endCh)."""
+        """The single task that handles all calls (labrpc's goroutine reading endCh).
+
+        A request that can be answered without waiting (reliable network, no
+        long reordering, a live server with a synchronous handler) is answered
+        right here: every ``_process_req`` step that could wait is skipped in
+        that case anyway, so the outcome is the same, and the simulation saves
+        a task per RPC.  Everything else gets its own ``_process_req`` task.
+        """
         receive = self._end_receive.receive
         start_soon = self._requests.start_soon
         process_req = self._process_req
@@ -261,30 +288,131 @@ class Network:
                 req = await receive()
                 self._count += 1
                 self._bytes += len(req.args)
-                start_soon(process_req, req)
+                route = self._route(req)
+                if route is None or not self._reliable or self._long_reordering:
+                    start_soon(process_req, req, route)
+                else:
+                    self._serve_now(req, route)
         except trio.ClosedResourceError:
             return  # cleaned up
 
     def _is_server_dead(self, endname: str, servername: str, server: _Server) -> bool:
         return not self._enabled.get(endname, False) or self._servers.get(servername) is not server
 
-    async def _process_req(self, req: _Request) -> None:
+    def _route(self, req: _Request) -> _Route | None:
+        """readEndnameInfo: where this request goes, fixed now; None if nowhere."""
+        endname = req.endname
+        if not self._enabled.get(endname, False):
+            return None
+        servername = self._connections.get(endname)
+        server = None if servername is None else self._servers.get(servername)
+        if servername is None or server is None:
+            return None
+        return _Route(endname, servername, server)
+
+    def _execute(self, req: _Request, route: _Route) -> object:
+        """labrpc's Server.dispatch: count, find the handler, decode, call it.
+
+        Returns the handler's result (an awaitable for an async handler), or
+        :data:`_LOST` when there is no reply (``req.error`` says why if it is
+        a programming error).
+        """
+        server = route.server
+        server.count += 1
+        handler = server.handlers.get(req.method)
+        if handler is None:
+            req.error = ValueError(
+                f"unknown method {req.method!r} on server {route.servername!r}; "
+                f"expecting one of {sorted(server.handlers)}"
+            )
+            return _LOST
+        req.handler = handler
+        try:
+            args = decode(req.args, handler.arg_type)
+        except CodecError:
+            return _LOST  # garbled arguments: a lost RPC
+        return handler.fn(args)
+
+    def _reply_bytes(self, req: _Request, route: _Route, result: object) -> bytes | None:
+        """The encoded reply, or None when there is none to deliver.
+
+        Do not reply if delete_server() has been called, i.e. the server has
+        been killed: a client must never get a positive reply to an Append
+        that the server persisted into an old Persister.
+        """
+        if result is _LOST or result is None:
+            return None
+        if self._is_server_dead(route.endname, route.servername, route.server):
+            return None
+        try:
+            return encode(result)
+        except TypeError as exc:
+            req.error = TypeError(f"{req.method} on server {route.servername!r} replied with {exc}")
+            return None
+
+    def _deliver(self, req: _Request, route: _Route, reply: bytes) -> None:
+        self._bytes += len(reply)
+        assert req.handler is not None
+        req.reply_type = req.handler.reply_type
+        req.reply = reply
+        req.replied.set()
+
+    def _serve_now(self, req: _Request, route: _Route) -> None:
+        """The dispatcher's fast path: nothing on it waits, so no task is needed."""
+        try:
+            result = self._execute(req, route)
+            if inspect.isawaitable(result):
+                self._requests.start_soon(self._finish_async, req, route, result)
+                return
+            reply = self._reply_bytes(req, route, result)
+            if reply is not None:
+                self._deliver(req, route, reply)
+        except BaseException:
+            req.replied.set()
+            raise
+        req.replied.set()
+
+    async def _finish_async(self, req: _Request, route: _Route, pending: Awaitable[object]) -> None:
+        """Run an async handler in its own task and deliver its reply (fast path's tail)."""
+        try:
+            result = await self._await_handler(route, pending)
+            reply = self._reply_bytes(req, route, result)
+            if reply is not None:
+                self._deliver(req, route, reply)
+        finally:
+            req.replied.set()
+
+    async def _await_handler(self, route: _Route, pending: Awaitable[object]) -> object:
+        """Wait for an async handler, checking every 100 ms whether its server died.
+
+        The handler runs in its own task so that we can periodically check
+        whether the server has been killed and the RPC should get a failure
+        reply; if so we stop waiting (it finishes in the background).
+        """
+        run = _HandlerRun()
+        self._handlers.start_soon(_run_handler, run, pending)
+        done = run.done
+        while not done.is_set():
+            with trio.move_on_after(DEATH_POLL):
+                await done.wait()
+            if not done.is_set() and self._is_server_dead(
+                route.endname, route.servername, route.server
+            ):
+                return _LOST
+        return run.result
+
+    async def _process_req(self, req: _Request, route: _Route | None) -> None:
         """labrpc's processReq: decide the request's fate and deliver its reply.
 
         Returning without setting ``req.reply`` means "no reply"; either way
         the caller is woken when this returns.
         """
         try:
-            # readEndnameInfo: what this request sees is fixed now.
-            endname = req.endname
-            enabled = self._enabled.get(endname, False)
-            servername = self._connections.get(endname)
-            server = None if servername is None else self._servers.get(servername)
             reliable = self._reliable
             long_reordering = self._long_reordering
             rng = self._rng
 
-            if not enabled or servername is None or server is None:
+            if route is None:
                 # Simulate no reply and eventual timeout.  Long delays let Raft tests
                 # check that the leader doesn't send RPCs synchronously; short ones
                 # suit kv tests, whose clients try each server in rapid succession.
@@ -297,56 +425,19 @@ class Network:
                 if rng.randrange(1000) < DROP_PER_MILLE:
                     return  # drop the request, return as if timeout
 
-            # dispatch: count, find the handler, decode the arguments.
-            server.count += 1
-            handler = server.handlers.get(req.method)
-            if handler is None:
-                req.error = ValueError(
-                    f"unknown method {req.method!r} on server {servername!r}; "
-                    f"expecting one of {sorted(server.handlers)}"
-                )
-                return
-            try:
-                args = decode(req.args, handler.arg_type)
-            except CodecError:
-                return  # garbled arguments: a lost RPC
-
-            # Execute the request (call the RPC handler).  An async handler runs
-            # in its own task so that we can periodically check whether the
-            # server has been killed and the RPC should get a failure reply; a
-            # sync one returns before any check could run, so it runs inline.
-            result = handler.fn(args)
+            result = self._execute(req, route)
             if inspect.isawaitable(result):
-                run = _HandlerRun()
-                self._handlers.start_soon(_run_handler, run, result)
-                done = run.done
-                while not done.is_set():
-                    with trio.move_on_after(DEATH_POLL):
-                        await done.wait()
-                    if not done.is_set() and self._is_server_dead(endname, servername, server):
-                        return  # stop waiting: the handler finishes in the background
-                result = run.result
-
-            # Do not reply if delete_server() has been called, i.e. the server has
-            # been killed: a client must never get a positive reply to an Append
-            # that the server persisted into an old Persister.
-            if self._is_server_dead(endname, servername, server) or result is None:
+                result = await self._await_handler(route, result)
+            reply = self._reply_bytes(req, route, result)
+            if reply is None:
                 return
-            try:
-                reply = encode(result)
-            except TypeError as exc:
-                req.error = TypeError(f"{req.method} on server {servername!r} replied with {exc}")
-                return
-
             if not reliable and rng.randrange(1000) < DROP_PER_MILLE:
                 return  # drop the reply, return as if timeout
             if long_reordering and rng.randrange(REORDER_OUT_OF) < REORDER_BELOW:
                 # delay the response for a while
                 ms = REORDER_MIN + rng.randrange(1 + rng.randrange(REORDER_SPREAD))
                 await trio.sleep(ms / 1000)
-            self._bytes += len(reply)
-            req.reply_type = handler.reply_type
-            req.reply = reply
+            self._deliver(req, route, reply)
         finally:
             # Wakes the caller; with no reply set it sees a lost RPC.  This also covers
             # cleanup() cancelling us mid-sleep, and a handler that raised.
