@@ -25,9 +25,9 @@ from typing import Any
 import trio
 import trio.testing
 
-from trioraft.core.config import RaftConfig
 from trioraft.determinism import seed_scheduler
 from trioraft.sim.harness import open_cluster
+from trioraft.trace import TraceRecorder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,11 +88,12 @@ def failover_once(n: int, seed: int) -> float:
         elected = trio.Event()
         old_term = [0]
 
-        def tracer(me: int, name: str, fields: dict[str, Any], node: Any) -> None:
-            if name == "become_leader" and node.current_term > old_term[0] and old_term[0]:
+        def observe(me: int, name: str, state: Any, fields: dict[str, Any]) -> None:
+            if name == "become_leader" and state[0] > old_term[0] and old_term[0]:
                 elected.set()
 
-        async with open_cluster(n, seed=seed, raft_config=RaftConfig(tracer=tracer)) as cfg:
+        tracer = TraceRecorder(nodes=n, observer=observe, keep=False)
+        async with open_cluster(n, seed=seed, tracer=tracer) as cfg:
             leader = await cfg.check_one_leader()
             await trio.sleep(cfg.rng.uniform(0, 0.5))  # crash at a random heartbeat phase
             rf = cfg.rafts[leader]
@@ -128,11 +129,12 @@ def bench_first_election(seeds: int) -> None:
             cfg_ref: list[Any] = []
             counted: list[int] = []
 
-            def tracer(me: int, name: str, fields: dict[str, Any], node: Any) -> None:
+            def observe(me: int, name: str, state: Any, fields: dict[str, Any]) -> None:
                 if name == "become_leader" and not counted:
                     counted.append(cfg_ref[0].rpc_total())
 
-            async with open_cluster(3, seed=seed, raft_config=RaftConfig(tracer=tracer)) as cfg:
+            tracer = TraceRecorder(nodes=3, observer=observe, keep=False)
+            async with open_cluster(3, seed=seed, tracer=tracer) as cfg:
                 cfg_ref.append(cfg)
                 await cfg.check_one_leader()
                 at_election.append(counted[0])

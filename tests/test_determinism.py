@@ -8,20 +8,20 @@ import trio
 import trio._core._run as trio_run
 import trio.testing
 
-from trioraft.core.config import RaftConfig
 from trioraft.determinism import seed_scheduler
 from trioraft.sim.harness import open_cluster
+from trioraft.trace import TraceRecorder
 
 
 def record_run(seed: int) -> list[tuple[float, int, str, int]]:
     events: list[tuple[float, int, str, int]] = []
 
-    def tracer(me: int, name: str, fields: dict[str, Any], node: Any) -> None:
-        events.append((trio.current_time(), me, name, node.current_term))
+    def observe(me: int, name: str, state: Any, fields: dict[str, Any]) -> None:
+        events.append((trio.current_time(), me, name, state[0] if state else -1))
 
     async def scenario() -> None:
-        config = RaftConfig(tracer=tracer)
-        async with open_cluster(5, unreliable=True, seed=seed, raft_config=config) as cfg:
+        recorder = TraceRecorder(nodes=5, seed=seed, observer=observe, keep=False)
+        async with open_cluster(5, unreliable=True, seed=seed, tracer=recorder) as cfg:
             leader = await cfg.check_one_leader()
             for k in range(5):
                 await cfg.one(100 + k, 4, True)

@@ -30,6 +30,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -49,8 +50,12 @@ from .core.messages import (
 from .core.node import DISARMED, RaftNode
 from .persist import Persister
 from .rpc import ClientEnd, Handler
+from .trace.messages import describe, digest
+from .trace.recorder import current_message_id
 
 log = logging.getLogger("trioraft")
+
+_Reply = TypeVar("_Reply", RequestVoteReply, AppendEntriesReply, InstallSnapshotReply)
 
 REQUEST_VOTE = "Raft.RequestVote"
 APPEND_ENTRIES = "Raft.AppendEntries"
@@ -101,7 +106,9 @@ def restore_state(persister: Persister, n: int) -> tuple[PersistentState | None,
     if state.snapshot_index < 0 or state.snapshot_term < 0:
         problems.append("the snapshot index or term is negative")
     if state.snapshot_index > 0 and not snapshot:
-        problems.append(f"the log starts after index {state.snapshot_index} but no snapshot is stored")
+        problems.append(
+            f"the log starts after index {state.snapshot_index} but no snapshot is stored"
+        )
     previous = state.snapshot_term
     for offset, entry in enumerate(state.entries):
         if entry.term < previous or entry.term > state.current_term:
@@ -192,6 +199,8 @@ class Raft:
         self._flush()
 
     def kill(self) -> None:
+        if not self._killed and self._tracer is not None:
+            self._tracer.event(self.me, "crash", self._node.trace_state())
         self._killed = True
         self._scope.cancel()
 
@@ -260,11 +269,11 @@ class Raft:
     async def _replicate(self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs) -> None:
         try:
             if isinstance(args, AppendEntriesArgs):
-                reply = await self._peers[peer].call(APPEND_ENTRIES, args)
+                reply = await self._call(peer, APPEND_ENTRIES, args)
                 if isinstance(reply, AppendEntriesReply):
                     self._node.handle_append_entries_reply(peer, args, reply)
             else:
-                reply = await self._peers[peer].call(INSTALL_SNAPSHOT, args)
+                reply = await self._call(peer, INSTALL_SNAPSHOT, args)
                 if isinstance(reply, InstallSnapshotReply):
                     self._node.handle_install_snapshot_reply(peer, args, reply)
         finally:
@@ -276,10 +285,35 @@ class Raft:
             self._wake[peer].set()  # more to send, and this peer has room now
 
     async def _request_vote(self, peer: int, args: RequestVoteArgs) -> None:
-        reply = await self._peers[peer].call(REQUEST_VOTE, args)
+        reply = await self._call(peer, REQUEST_VOTE, args)
         if isinstance(reply, RequestVoteReply):
             self._node.handle_request_vote_reply(peer, args, reply)
             self._after_step()
+
+    async def _call(self, peer: int, method: str, args: object) -> object | None:
+        """Send one RPC to ``peer``; trace its sending and its reply's arrival."""
+        tracer = self._tracer
+        if tracer is None:
+            return await self._peers[peer].call(method, args)
+        message_id = tracer.next_message_id()
+        tracer.event(
+            self.me,
+            "send",
+            self._node.trace_state(),
+            id=message_id,
+            msg=describe(args, self.me, peer),
+        )
+        current_message_id.set(message_id)  # this task's own context: the transport reads it
+        reply = await self._peers[peer].call(method, args)
+        if reply is not None and not self._killed:
+            tracer.event(
+                self.me,
+                "receive",
+                self._node.trace_state(),
+                id=message_id,
+                msg=describe(reply, peer, self.me),
+            )
+        return reply
 
     async def _applier(self) -> None:
         node = self._node
@@ -300,25 +334,49 @@ class Raft:
     def _on_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
         if self._killed:
             return None
+        sender = args.candidate_id
+        self._trace_receive(args, sender)
         reply = self._node.handle_request_vote(args)
-        self._after_step()
-        self._flush()
-        return reply
+        return self._reply(reply, sender)
 
     def _on_append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
         if self._killed:
             return None
+        sender = args.leader_id
+        self._trace_receive(args, sender)
         reply = self._node.handle_append_entries(args)
-        self._after_step()
-        self._flush()
-        return reply
+        return self._reply(reply, sender)
 
     def _on_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
         if self._killed:
             return None
+        sender = args.leader_id
+        self._trace_receive(args, sender)
         reply = self._node.handle_install_snapshot(args)
+        return self._reply(reply, sender)
+
+    def _trace_receive(self, args: object, sender: int) -> None:
+        if self._tracer is not None:
+            self._tracer.event(
+                self.me,
+                "receive",
+                self._node.trace_state(),
+                id=current_message_id.get(),
+                msg=describe(args, sender, self.me),
+            )
+
+    def _reply(self, reply: _Reply, receiver: int) -> _Reply:
+        """Carry out the handler's step, persist, then let the reply go (Figure 2)."""
         self._after_step()
         self._flush()
+        if self._tracer is not None:
+            self._tracer.event(
+                self.me,
+                "send",
+                self._node.trace_state(),
+                id=current_message_id.get(),
+                msg=describe(reply, self.me, receiver),
+            )
         return reply
 
     # ------------------------------------------------------------------ carrying out Ready
@@ -347,7 +405,7 @@ class Raft:
             self._apply_wake.set()
         if self._tracer is not None:
             for event in node.take_trace():
-                self._tracer(self.me, event.name, event.fields, node)
+                self._tracer.event(self.me, event.name, event.state, **_digested(event.fields))
 
     def _flush(self) -> None:
         """Save the durable state if it changed (Figure 2: before replying or sending)."""
@@ -356,6 +414,19 @@ class Raft:
             state = codec.encode(node.persistent_state())
             self._persister.save(state, node.snapshot_data or None)
             node.dirty = False
+            if self._tracer is not None:
+                self._tracer.event(self.me, "persist", node.trace_state())
+
+
+def _digested(fields: dict[str, Any]) -> dict[str, Any]:
+    """Trace fields with encoded commands replaced by their digests."""
+    command = fields.pop("command", None)
+    if command is not None:
+        fields["digest"] = digest(command)
+    log_entries = fields.get("log")
+    if log_entries is not None:
+        fields["log"] = [[term, digest(raw)] for term, raw in log_entries]
+    return fields
 
 
 def make(
@@ -381,4 +452,3 @@ def make(
 
 
 __all__ = ["CorruptStateError", "Raft", "make"]
-

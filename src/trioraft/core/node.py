@@ -78,10 +78,16 @@ class Ready:
 
 @dataclass(slots=True)
 class TraceEvent:
-    """One step of the node, for the trace (``trioraft.trace``)."""
+    """One step of the node, for the trace (``trioraft.trace``), with the state after it.
+
+    ``state`` is (term, role, voted_for, commit_index, last_applied,
+    last_index, last_term, snapshot_index, snapshot_term).  Commands appear
+    in ``fields`` still encoded (``msgspec.Raw``); the recorder digests them.
+    """
 
     name: str
     fields: dict[str, Any]
+    state: tuple[Any, ...]
 
 
 class RaftNode:
@@ -143,7 +149,9 @@ class RaftNode:
         self.trace: list[TraceEvent] | None = [] if tracing else None
 
         self._ready.election_timeout = self._random_timeout()
-        self._note("init", restored=restored is not None)
+        if self.trace is not None:
+            log = [(entry.term, entry.command) for entry in self.log.entries]
+            self._note("init", restored=restored is not None, log=log)
 
     # ------------------------------------------------------------------ queries
 
@@ -193,7 +201,7 @@ class RaftNode:
         index = self.log.append(Entry(self.current_term, command))
         self.dirty = True
         self._ready.replicate = True
-        self._note("client_request", index=index)
+        self._note("client_request", index=index, term=self.current_term, command=command)
         self._advance_commit_index()  # a lone server is its own majority
         return index, self.current_term, True
 
@@ -450,7 +458,9 @@ class RaftNode:
             self._snapshot_to_apply = False
             if self.log.snapshot_index > self.last_applied:
                 self.last_applied = self.log.snapshot_index
-                self._note("apply_snapshot", index=self.last_applied)
+                self._note(
+                    "apply_snapshot", index=self.last_applied, snapshot_term=self.log.snapshot_term
+                )
                 return ApplyMsg(
                     snapshot_valid=True,
                     snapshot=self.snapshot_data,
@@ -461,7 +471,7 @@ class RaftNode:
             return None
         self.last_applied += 1
         entry = self.log.entry(self.last_applied)
-        self._note("apply", index=self.last_applied)
+        self._note("apply", index=self.last_applied, term=entry.term, command=entry.command)
         return ApplyMsg(
             command_valid=True,
             command=msgspec.msgpack.decode(entry.command),
@@ -475,10 +485,10 @@ class RaftNode:
         # All Servers: "If RPC request or response contains term T > currentTerm:
         # set currentTerm = T, convert to follower".
         if term > self.current_term:
-            self._note("term_update", new_term=term)
             self.current_term = term
             self.voted_for = None
             self.dirty = True
+            self._note("term_update", new_term=term)
             self._become_follower()
 
     def _accept_leader(self, leader_id: int) -> None:
@@ -541,7 +551,10 @@ class RaftNode:
             for peer in range(self.n)
         )
         majority_match = matches[(self.n - 1) // 2]
-        if majority_match > self.commit_index and self.log.term_at(majority_match) == self.current_term:
+        if (
+            majority_match > self.commit_index
+            and self.log.term_at(majority_match) == self.current_term
+        ):
             self._set_commit_index(majority_match)
 
     def _set_commit_index(self, index: int) -> None:
@@ -561,6 +574,21 @@ class RaftNode:
     def _reset_election_timer(self) -> None:
         self._ready.election_timeout = self._random_timeout()
 
+    def trace_state(self) -> tuple[Any, ...]:
+        """The state every trace event records (see spec/TRACE.md)."""
+        log = self.log
+        return (
+            self.current_term,
+            self.role.value,
+            self.voted_for,
+            self.commit_index,
+            self.last_applied,
+            log.last_index,
+            log.last_term,
+            log.snapshot_index,
+            log.snapshot_term,
+        )
+
     def _note(self, name: str, **fields: Any) -> None:
         if self.trace is not None:
-            self.trace.append(TraceEvent(name, fields))
+            self.trace.append(TraceEvent(name, fields, self.trace_state()))

@@ -19,6 +19,7 @@ All timing is trio's, so a whole test runs in virtual time under
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import random
 import string
@@ -227,10 +228,7 @@ class Cluster:
             if m.command_index in log and log[m.command_index] != v:
                 old = log[m.command_index]
                 # Some server has already committed a different value for this entry!
-                err = (
-                    f"commit index={m.command_index} server={i} {v!r} != "
-                    f"server={j} {old!r}"
-                )
+                err = f"commit index={m.command_index} server={i} {v!r} != server={j} {old!r}"
         prevok = (m.command_index - 1) in self.logs[i]
         self.logs[i][m.command_index] = v
         if m.command_index > self.max_index:
@@ -280,7 +278,9 @@ class Cluster:
         if not snapshot:
             return f"server {i}: nil snapshot"
         try:
-            last_included_index, xlog = codec.decode(snapshot, tuple[int, list[Any]], what="snapshot")
+            last_included_index, xlog = codec.decode(
+                snapshot, tuple[int, list[Any]], what="snapshot"
+            )
         except codec.CodecError as exc:
             return f"server {i}: snapshot decode error: {exc}"
         if index != -1 and index != last_included_index:
@@ -437,6 +437,15 @@ def _random_name(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(20))
 
 
+TracerFactory = Callable[[int, int], Any]
+"""Makes the tracer of a cluster from (number of peers, seed)."""
+
+default_tracer: contextvars.ContextVar[TracerFactory | None] = contextvars.ContextVar(
+    "trioraft_default_tracer", default=None
+)
+"""Where clusters opened without a ``tracer`` get one (the test suite records every run)."""
+
+
 @asynccontextmanager
 async def open_cluster(
     n: int,
@@ -445,14 +454,26 @@ async def open_cluster(
     snapshot: bool = False,
     seed: int = 0,
     raft_config: RaftConfig | None = None,
+    tracer: Any = None,
 ) -> AsyncIterator[Cluster]:
     """6.824's ``make_config``: start n connected peers; clean up on exit.
 
     An apply error in any peer's applier ends the test at once with a
-    :class:`TestFailure`.
+    :class:`TestFailure`.  ``tracer`` (a :class:`~trioraft.trace.TraceRecorder`)
+    records the run: every peer and the network report to it.  Without one,
+    the factory in :data:`default_tracer` is asked for one, if it is set.
     """
+    if tracer is None:
+        factory = default_tracer.get()
+        if factory is not None:
+            tracer = factory(n, seed)
+    if tracer is not None:
+        raft_config = dataclasses.replace(raft_config or RaftConfig(), tracer=tracer)
     try:
-        async with open_network(seed=seed) as net, trio.open_nursery() as nursery:
+        async with (
+            open_network(seed=seed, tracer=tracer) as net,
+            trio.open_nursery() as nursery,
+        ):
             net.set_reliable(not unreliable)
             net.set_long_delays(True)
             cfg = Cluster(net, nursery, n, snapshot=snapshot, seed=seed, raft_config=raft_config)

@@ -59,6 +59,7 @@ import trio
 
 from trioraft.codec import CodecError, decode, encode
 from trioraft.rpc import Handler, RpcServer
+from trioraft.trace.recorder import current_message_id
 
 __all__ = ["Network", "SimClientEnd", "open_network"]
 
@@ -76,7 +77,18 @@ DEATH_POLL: Final = 0.1  # s; how often a waiting request checks whether its ser
 class _Request:
     """labrpc's reqMsg plus its replyCh: one call on its way and its one-shot reply."""
 
-    __slots__ = ("args", "endname", "error", "handler", "method", "replied", "reply", "reply_type")
+    __slots__ = (
+        "args",
+        "endname",
+        "error",
+        "fate",
+        "handler",
+        "method",
+        "replied",
+        "reply",
+        "reply_type",
+        "trace_id",
+    )
 
     def __init__(self, endname: str, method: str, args: bytes) -> None:
         self.endname = endname
@@ -87,6 +99,8 @@ class _Request:
         self.error: Exception | None = None  # a programming error, raised in the caller
         self.handler: Handler | None = None  # the handler it was dispatched to
         self.replied = trio.Event()
+        self.trace_id: int | None = current_message_id.get()  # the sender's trace id
+        self.fate = ("request", "unreachable")  # (leg, reason) if no reply comes back
 
 
 class _Route:
@@ -184,7 +198,8 @@ class Network:
     _requests: trio.Nursery  # the dispatcher and every _process_req (cancelled by cleanup)
     _handlers: trio.Nursery  # async handlers (cancelled when open_network exits)
 
-    def __init__(self, seed: int = 1) -> None:
+    def __init__(self, seed: int = 1, tracer: Any = None) -> None:
+        self.tracer = tracer  # a trioraft.trace.TraceRecorder, told of every lost message
         self._rng = random.Random(seed)
         self._reliable = True
         self._long_delays = False  # pause a long time on send on a disabled connection
@@ -330,8 +345,14 @@ class Network:
         try:
             args = decode(req.args, handler.arg_type)
         except CodecError:
+            req.fate = ("request", "garbled")
             return _LOST  # garbled arguments: a lost RPC
-        return handler.fn(args)
+        req.fate = ("reply", "no reply")  # the handler runs; None from it means no reply
+        token = current_message_id.set(req.trace_id)
+        try:
+            return handler.fn(args)
+        finally:
+            current_message_id.reset(token)
 
     def _reply_bytes(self, req: _Request, route: _Route, result: object) -> bytes | None:
         """The encoded reply, or None when there is none to deliver.
@@ -343,6 +364,7 @@ class Network:
         if result is _LOST or result is None:
             return None
         if self._is_server_dead(route.endname, route.servername, route.server):
+            req.fate = ("reply", "server dead")
             return None
         try:
             return encode(result)
@@ -355,7 +377,16 @@ class Network:
         assert req.handler is not None
         req.reply_type = req.handler.reply_type
         req.reply = reply
+        self._finish(req)
+
+    def _finish(self, req: _Request) -> None:
+        """Wake the caller; trace the loss when there is no reply."""
+        if req.replied.is_set():
+            return
         req.replied.set()
+        if req.reply is None and self.tracer is not None and req.trace_id is not None:
+            leg, reason = req.fate
+            self.tracer.event(-1, "drop", None, id=req.trace_id, leg=leg, reason=reason)
 
     def _serve_now(self, req: _Request, route: _Route) -> None:
         """The dispatcher's fast path: nothing on it waits, so no task is needed."""
@@ -368,21 +399,23 @@ class Network:
             if reply is not None:
                 self._deliver(req, route, reply)
         except BaseException:
-            req.replied.set()
+            self._finish(req)
             raise
-        req.replied.set()
+        self._finish(req)
 
     async def _finish_async(self, req: _Request, route: _Route, pending: Awaitable[object]) -> None:
         """Run an async handler in its own task and deliver its reply (fast path's tail)."""
         try:
-            result = await self._await_handler(route, pending)
+            result = await self._await_handler(req, route, pending)
             reply = self._reply_bytes(req, route, result)
             if reply is not None:
                 self._deliver(req, route, reply)
         finally:
-            req.replied.set()
+            self._finish(req)
 
-    async def _await_handler(self, route: _Route, pending: Awaitable[object]) -> object:
+    async def _await_handler(
+        self, req: _Request, route: _Route, pending: Awaitable[object]
+    ) -> object:
         """Wait for an async handler, checking every 100 ms whether its server died.
 
         The handler runs in its own task so that we can periodically check
@@ -398,6 +431,7 @@ class Network:
             if not done.is_set() and self._is_server_dead(
                 route.endname, route.servername, route.server
             ):
+                req.fate = ("reply", "server dead")
                 return _LOST
         return run.result
 
@@ -423,29 +457,32 @@ class Network:
             if not reliable:
                 await trio.sleep(rng.randrange(SHORTDELAY) / 1000)  # short delay
                 if rng.randrange(1000) < DROP_PER_MILLE:
+                    req.fate = ("request", "lost")
                     return  # drop the request, return as if timeout
 
             result = self._execute(req, route)
             if inspect.isawaitable(result):
-                result = await self._await_handler(route, result)
+                result = await self._await_handler(req, route, result)
             reply = self._reply_bytes(req, route, result)
             if reply is None:
                 return
             if not reliable and rng.randrange(1000) < DROP_PER_MILLE:
+                req.fate = ("reply", "lost")
                 return  # drop the reply, return as if timeout
             if long_reordering and rng.randrange(REORDER_OUT_OF) < REORDER_BELOW:
                 # delay the response for a while
                 ms = REORDER_MIN + rng.randrange(1 + rng.randrange(REORDER_SPREAD))
+                req.fate = ("reply", "network closed")  # if cleanup() cuts the delay short
                 await trio.sleep(ms / 1000)
             self._deliver(req, route, reply)
         finally:
             # Wakes the caller; with no reply set it sees a lost RPC.  This also covers
             # cleanup() cancelling us mid-sleep, and a handler that raised.
-            req.replied.set()
+            self._finish(req)
 
 
 @asynccontextmanager
-async def open_network(seed: int = 1) -> AsyncIterator[Network]:
+async def open_network(seed: int = 1, tracer: Any = None) -> AsyncIterator[Network]:
     """Run a :class:`Network` whose every random choice comes from ``seed``.
 
     On exit the network is cleaned up (pending calls return ``None``) and the
@@ -454,7 +491,7 @@ async def open_network(seed: int = 1) -> AsyncIterator[Network]:
     """
     try:
         async with trio.open_nursery() as nursery:
-            net = Network(seed)
+            net = Network(seed, tracer)
             await nursery.start(net._serve, nursery)
             try:
                 yield net

@@ -17,13 +17,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import trio
 import trio.testing
 
-from ..core.config import RaftConfig
 from ..determinism import seed_scheduler
+from ..trace.recorder import TraceRecorder
 from .harness import Cluster, TestFailure, open_cluster
 
 FAULT_GAP = (0.5, 2.5)
@@ -62,24 +62,27 @@ class SimulationResult:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     failure: str | None = None
+    recorder: TraceRecorder | None = None
 
     def failover_times(self) -> list[float]:
         return [f.duration for f in self.failovers if f.duration is not None]
 
 
 class _Observer:
-    """The tracer handed to every peer: counts elections, records leaders per term."""
+    """Watches the trace as it is recorded: counts elections, records leaders per term."""
 
     def __init__(self, result: SimulationResult, cfg_ref: list[Cluster]) -> None:
         self.result = result
         self.cfg_ref = cfg_ref
         self.pending: Failover | None = None
 
-    def __call__(self, me: int, name: str, fields: dict[str, Any], node: Any) -> None:
+    def __call__(
+        self, me: int, name: str, state: tuple[Any, ...] | None, fields: dict[str, Any]
+    ) -> None:
         if name == "become_candidate":
             self.result.elections += 1
-        elif name == "become_leader":
-            self.result.leaders[node.current_term] = me
+        elif name == "become_leader" and state is not None:
+            self.result.leaders[state[0]] = me
             cfg = self.cfg_ref[0] if self.cfg_ref else None
             if self.pending is not None and cfg is not None and cfg.connected[me]:
                 self.pending.end = trio.current_time()
@@ -93,8 +96,12 @@ def run_simulation(
     *,
     unreliable: bool = False,
     progress: Callable[[float], None] | None = None,
+    trace: IO[bytes] | None = None,
 ) -> SimulationResult:
-    """Run one simulation to completion (its own ``trio.run``, in virtual time)."""
+    """Run one simulation to completion (its own ``trio.run``, in virtual time).
+
+    Its trace is written to ``trace`` (an open binary file) as it is recorded.
+    """
     if nodes < 1:
         raise ValueError("--nodes must be at least 1")
     if duration <= 0:
@@ -107,6 +114,7 @@ def run_simulation(
             _simulate,
             result,
             progress,
+            trace,
             clock=trio.testing.MockClock(autojump_threshold=0),
         )
     except TestFailure as failure:
@@ -116,12 +124,24 @@ def run_simulation(
     return result
 
 
-async def _simulate(result: SimulationResult, progress: Callable[[float], None] | None) -> None:
+async def _simulate(
+    result: SimulationResult,
+    progress: Callable[[float], None] | None,
+    sink: IO[bytes] | None,
+) -> None:
     cfg_ref: list[Cluster] = []
     observer = _Observer(result, cfg_ref)
-    config = RaftConfig(tracer=observer)
+    recorder = TraceRecorder(
+        nodes=result.nodes,
+        seed=result.seed,
+        meta={"simulate": {"duration": result.duration, "unreliable": result.unreliable}},
+        observer=observer,
+        sink=sink,
+        keep=False,
+    )
+    result.recorder = recorder
     async with open_cluster(
-        result.nodes, unreliable=result.unreliable, seed=result.seed, raft_config=config
+        result.nodes, unreliable=result.unreliable, seed=result.seed, tracer=recorder
     ) as cfg:
         cfg_ref.append(cfg)
         t0 = trio.current_time()

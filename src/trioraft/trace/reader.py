@@ -1,0 +1,121 @@
+"""Reading traces back: NDJSON lines to dicts, with errors that name the line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .recorder import STATE_FIELDS, TRACE_FORMAT, TRACE_VERSION
+
+
+class TraceFormatError(ValueError):
+    """A trace that cannot be read: names the file and line and what is wrong."""
+
+    def __init__(self, source: str, line: int, problem: str) -> None:
+        super().__init__(f"{source}:{line}: {problem}")
+        self.source = source
+        self.line = line
+        self.problem = problem
+
+
+@dataclass
+class Trace:
+    source: str
+    header: dict[str, Any]
+    events: list[dict[str, Any]]
+    lines: list[int]  # the file line of each event
+
+    @property
+    def nodes(self) -> int:
+        return int(self.header["nodes"])
+
+
+REQUIRED = {"seq": int, "node": int, "event": str}
+
+
+def _check_header(source: str, header: Any) -> dict[str, Any]:
+    if not isinstance(header, dict) or header.get("format") != TRACE_FORMAT:
+        raise TraceFormatError(
+            source,
+            1,
+            f"not a trioraft trace: the first line must be a header with format {TRACE_FORMAT!r}",
+        )
+    version = header.get("version")
+    if version != TRACE_VERSION:
+        raise TraceFormatError(
+            source,
+            1,
+            f"trace format version {version!r} is not supported (this reader "
+            f"reads version {TRACE_VERSION})",
+        )
+    nodes = header.get("nodes")
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+        raise TraceFormatError(
+            source, 1, f"header field 'nodes' must be a positive integer, got {nodes!r}"
+        )
+    return header
+
+
+def _check_event(source: str, lineno: int, event: Any, nodes: int, last_seq: int) -> None:
+    if not isinstance(event, dict):
+        raise TraceFormatError(source, lineno, "an event must be a JSON object")
+    for name, kind in REQUIRED.items():
+        value = event.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TraceFormatError(
+                source, lineno, f"field {name!r} must be {kind.__name__}, got {value!r}"
+            )
+    if event["seq"] <= last_seq:
+        raise TraceFormatError(
+            source, lineno, f"seq {event['seq']} does not follow {last_seq} (events out of order)"
+        )
+    node = event["node"]
+    if not -1 <= node < nodes:
+        raise TraceFormatError(source, lineno, f"node {node} is not one of the {nodes} nodes")
+    state = event.get("state")
+    if state is not None and (not isinstance(state, dict) or set(state) != set(STATE_FIELDS)):
+        raise TraceFormatError(
+            source, lineno, f"field 'state' must have exactly the fields {list(STATE_FIELDS)}"
+        )
+
+
+def read_trace_lines(lines: Iterable[str], source: str = "<trace>") -> Trace:
+    """Parse a trace from text lines; raise :class:`TraceFormatError` on the first bad one."""
+    header: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    last_seq = 0
+    for lineno, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(source, lineno, f"not valid JSON: {exc.msg}") from None
+        if header is None:
+            header = _check_header(source, value)
+            continue
+        _check_event(source, lineno, value, header["nodes"], last_seq)
+        last_seq = value["seq"]
+        events.append(value)
+        numbers.append(lineno)
+    if header is None:
+        raise TraceFormatError(source, 1, "the trace is empty (no header line)")
+    return Trace(source, header, events, numbers)
+
+
+def read_trace(path: str) -> Trace:
+    """Read a trace file; unreadable files and bad lines raise :class:`TraceFormatError`."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return read_trace_lines(_lines(file), path)
+    except OSError as exc:
+        raise TraceFormatError(path, 0, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TraceFormatError(path, 0, f"not UTF-8 text: {exc.reason}") from None
+
+
+def _lines(file: Iterable[str]) -> Iterator[str]:
+    yield from file

@@ -1,0 +1,120 @@
+"""The trace recorder: numbers events globally and writes them as NDJSON.
+
+One recorder serves every peer of a run (and the network), so the trace is
+one totally ordered stream: ``seq`` is the order in which things happened in
+the (single-threaded) trio run, ``time`` is trio's clock (virtual under
+MockClock).
+
+Messages are paired by id.  The sender takes a fresh id and records "send";
+the id travels with the request through the transport (the simulated network
+reads :data:`current_message_id` in the caller's task and sets it again in
+the task that runs the handler), so the receiver records "receive" with the
+same id.  A reply gets its own id.  When the network loses a message it
+records "drop" with the message's id.
+
+Recording costs nothing when it is off: peers and the network check for a
+tracer before building any event.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+import msgspec
+import trio
+
+TRACE_FORMAT = "trioraft-trace"
+TRACE_VERSION = 1
+
+current_message_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "trioraft_current_message_id", default=None
+)
+"""The id of the message being sent (in the caller) or handled (in the handler)."""
+
+STATE_FIELDS = (
+    "term",
+    "role",
+    "voted_for",
+    "commit_index",
+    "last_applied",
+    "last_index",
+    "last_term",
+    "snapshot_index",
+    "snapshot_term",
+)
+"""The node state recorded after every event, in this order (see spec/TRACE.md)."""
+
+
+class TraceRecorder:
+    """Collects the events of one run, in memory and optionally to a file."""
+
+    def __init__(
+        self,
+        *,
+        nodes: int,
+        seed: int | None = None,
+        meta: dict[str, Any] | None = None,
+        sink: IO[bytes] | None = None,
+        keep: bool = True,
+        observer: Callable[[int, str, tuple[Any, ...] | None, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.nodes = nodes
+        self._encoder = msgspec.json.Encoder()
+        self._sink = sink
+        self._keep = keep
+        self._observer = observer
+        self.lines: list[bytes] = []
+        self.events = 0
+        self._message_ids = 0
+        header: dict[str, Any] = {
+            "format": TRACE_FORMAT,
+            "version": TRACE_VERSION,
+            "nodes": nodes,
+            "seed": seed,
+            "state_fields": list(STATE_FIELDS),
+        }
+        if meta:
+            header["meta"] = meta
+        self._write(header)
+
+    def next_message_id(self) -> int:
+        self._message_ids += 1
+        return self._message_ids
+
+    def event(
+        self,
+        node: int,
+        name: str,
+        state: tuple[Any, ...] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record one event of ``node``, with its state after the event."""
+        if self._observer is not None:
+            self._observer(node, name, state, fields)
+        self.events += 1
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            now = None  # outside a trio run (e.g. a test driving a node by hand)
+        record: dict[str, Any] = {"seq": self.events, "time": now, "node": node, "event": name}
+        if state is not None:
+            record["state"] = dict(zip(STATE_FIELDS, state, strict=True))
+        record.update(fields)
+        self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = self._encoder.encode(record) + b"\n"
+        if self._keep:
+            self.lines.append(line)
+        if self._sink is not None:
+            self._sink.write(line)
+
+    def dump(self, path: str) -> None:
+        """Write the kept lines to ``path``."""
+        with open(path, "wb") as file:
+            file.writelines(self.lines)
+
+    def text_lines(self) -> Iterable[str]:
+        return (line.decode() for line in self.lines)
