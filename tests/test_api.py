@@ -139,3 +139,24 @@ class _NoEnd:
 
     async def call(self, method: str, args: object) -> object | None:
         return None
+
+
+async def test_snapshot_with_a_bad_index_is_ignored_with_a_warning(
+    seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_cluster(3, seed=seed) as cfg:
+        for k in range(5):
+            await cfg.one(k, 3, False)
+        leader = await cfg.check_one_leader()
+        rf = cfg.rafts[leader]
+        assert rf is not None
+        rf.snapshot(3, b"up-to-3")
+        before = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
+        with caplog.at_level("WARNING", logger="trioraft"):
+            rf.snapshot(99, b"from the future")
+            rf.snapshot(2, b"older than the log start")
+        assert "beyond commit_index" in caplog.text
+        assert "not past the current snapshot" in caplog.text
+        after = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
+        assert after == before and before[1] == b"up-to-3"
+        assert await cfg.one(99, 3, False) == 6

@@ -1,0 +1,188 @@
+"""Figure 2's replication rules on the pure RaftNode, message by message (§5.3, §5.4)."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+
+from trioraft.core.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    Entry,
+    PersistentState,
+    RequestVoteReply,
+)
+from trioraft.core.node import RaftNode, Role
+
+
+def raw(value: object) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.msgpack.encode(value))
+
+
+def entry(term: int, value: object = None) -> Entry:
+    return Entry(term, raw(value if value is not None else f"t{term}"))
+
+
+def node(
+    me: int, n: int, term: int = 0, terms: list[int] | None = None, max_bytes: int = 1 << 16
+) -> RaftNode:
+    entries = tuple(entry(t) for t in (terms or []))
+    return RaftNode(
+        me,
+        n,
+        rng=random.Random(me),
+        election_timeout_min=0.3,
+        election_timeout_max=0.6,
+        max_append_bytes=max_bytes,
+        snapshot_chunk_bytes=1 << 16,
+        restored=PersistentState(term, None, 0, 0, entries),
+    )
+
+
+def elect(a: RaftNode) -> None:
+    """Make ``a`` leader of a fresh term with every other vote."""
+    a.election_timeout()
+    args = a.take_ready().votes_to_request
+    for peer, request in args:
+        a.handle_request_vote_reply(peer, request, RequestVoteReply(request.term, True))
+    assert a.is_leader
+    a.take_ready()
+
+
+def deliver(leader: RaftNode, follower: RaftNode) -> AppendEntriesReply:
+    args = leader.message_for(follower.me)
+    assert isinstance(args, AppendEntriesArgs)
+    reply = follower.handle_append_entries(args)
+    leader.handle_append_entries_reply(follower.me, args, reply)
+    return reply
+
+
+def replicate(leader: RaftNode, follower: RaftNode) -> None:
+    """Deliver AppendEntries until the follower's log matches the leader's."""
+    for _ in range(5):
+        if deliver(leader, follower).success and not leader.has_news_for(follower.me):
+            return
+    raise AssertionError("replication did not converge")
+
+
+def test_start_appends_and_a_majority_commits() -> None:
+    a, b, c = node(0, 3), node(1, 3), node(2, 3)
+    elect(a)
+    assert a.propose(raw("x")) == (1, 1, True)
+    assert a.take_ready().replicate
+    assert a.commit_index == 0
+    deliver(a, b)
+    assert a.commit_index == 1, "leader + one follower is a majority of 3"
+    assert b.commit_index == 0, "the follower learns of the commit from the next message"
+    deliver(a, b)
+    assert b.commit_index == 1
+    assert c.log.last_index == 0
+
+
+def test_consistency_check_refuses_a_gap_and_hints_the_log_length() -> None:
+    b = node(1, 3, term=2, terms=[1])
+    reply = b.handle_append_entries(AppendEntriesArgs(2, 0, 5, 2, (entry(2),), 0))
+    assert reply == AppendEntriesReply(2, False, 2, 0)
+    assert b.log.last_index == 1
+
+
+def test_consistency_check_refuses_a_term_mismatch_and_hints_the_term_start() -> None:
+    b = node(1, 3, term=3, terms=[1, 2, 2, 2])
+    reply = b.handle_append_entries(AppendEntriesArgs(3, 0, 4, 3, (), 0))
+    assert reply == AppendEntriesReply(3, False, 2, 2), "conflict term 2 starts at index 2"
+
+
+def test_only_a_conflicting_suffix_is_truncated() -> None:
+    b = node(1, 3, term=3, terms=[1, 1, 2, 2])
+    # a stale, shorter AppendEntries that matches must not cut entries 3-4 off
+    assert b.handle_append_entries(AppendEntriesArgs(3, 0, 1, 1, (entry(1),), 0)).success
+    assert [x.term for x in b.log.entries] == [1, 1, 2, 2]
+    # a conflicting entry at 3 removes 3 and everything after it
+    assert b.handle_append_entries(AppendEntriesArgs(3, 0, 2, 1, (entry(3),), 0)).success
+    assert [x.term for x in b.log.entries] == [1, 1, 3]
+    assert b.dirty
+
+
+def test_follower_commit_is_capped_at_the_last_new_entry() -> None:
+    b = node(1, 3, term=1, terms=[1, 1, 1, 1])
+    b.handle_append_entries(AppendEntriesArgs(1, 0, 1, 1, (entry(1),), 10))
+    assert b.commit_index == 2, "min(leaderCommit, index of last new entry)"
+
+
+def test_fast_backup_skips_a_whole_term_per_round_trip() -> None:
+    # the follower holds 50 entries of term 2 the leader never had
+    a = node(0, 3, term=3, terms=[1] + [3] * 3)
+    b = node(1, 3, term=3, terms=[1] + [2] * 50)
+    elect(a)  # term 4
+    rounds = 0
+    while not deliver(a, b).success:
+        rounds += 1
+        assert rounds < 5
+    assert rounds <= 2
+    assert [x.term for x in b.log.entries] == [1, 3, 3, 3]
+    assert a.match_index[1] == 4
+
+
+def test_a_stale_rejection_does_not_move_next_index() -> None:
+    a = node(0, 3, term=1, terms=[1, 1, 1])
+    elect(a)
+    old = a.message_for(1)
+    a.next_index[1] = 2  # since moved on by a newer reply
+    a.handle_append_entries_reply(1, old, AppendEntriesReply(2, False, 1, 0))
+    assert a.next_index[1] == 2
+
+
+def test_figure_8_an_old_terms_entry_is_not_committed_by_counting_replicas() -> None:
+    # Figure 8 (c): S1 leads term 4 holding entry 2 from term 2, which it gets
+    # onto a majority; it must not count that as committed.
+    s1 = node(0, 5, term=3, terms=[1, 2])
+    s2 = node(1, 5, term=3, terms=[1])
+    elect(s1)  # term 4
+    assert s1.current_term == 4
+    replicate(s1, s2)
+    assert s1.match_index[1] == 2
+    s3 = node(2, 5, term=3, terms=[1])
+    replicate(s1, s3)
+    assert s1.match_index[2] == 2
+    assert s1.commit_index == 0, "entry 2 (term 2) is on 3 of 5 but is not from term 4"
+    # once an entry of the current term is on a majority, everything before it commits
+    s1.propose(raw("term 4"))
+    deliver(s1, s2)
+    deliver(s1, s3)
+    assert s1.commit_index == 3
+
+
+def test_batches_respect_the_byte_bound_but_always_carry_one_entry() -> None:
+    a = node(0, 3, max_bytes=100)
+    elect(a)
+    for _ in range(10):
+        a.propose(raw("x" * 40))
+    args = a.message_for(1)
+    assert isinstance(args, AppendEntriesArgs)
+    assert len(args.entries) == 2
+    a.propose(raw("y" * 1000))
+    a.next_index[1] = 11
+    big = a.message_for(1)
+    assert isinstance(big, AppendEntriesArgs) and len(big.entries) == 1
+
+
+def test_a_leader_steps_down_on_a_reply_with_a_higher_term() -> None:
+    a = node(0, 3)
+    elect(a)
+    args = a.message_for(1)
+    assert isinstance(args, AppendEntriesArgs)
+    a.handle_append_entries_reply(1, args, AppendEntriesReply(9, False))
+    assert a.role is Role.FOLLOWER and a.current_term == 9
+
+
+def test_applying_goes_strictly_in_index_order() -> None:
+    a = node(0, 1)
+    a.election_timeout()
+    for k in range(3):
+        a.propose(raw(k))
+    applied = []
+    while (message := a.next_apply()) is not None:
+        applied.append((message.command_index, message.command))
+    assert applied == [(1, 0), (2, 1), (3, 2)]
+    assert a.next_apply() is None
