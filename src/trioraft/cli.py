@@ -8,8 +8,10 @@ bad input: argument errors print the usage and the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
+from typing import IO
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -78,11 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also delay, drop and reorder RPCs (labrpc's unreliable network)",
     )
+    simulate.add_argument(
+        "--trace",
+        metavar="PATH",
+        help="write the run's execution trace (NDJSON, spec/TRACE.md) to PATH",
+    )
     simulate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    trace_file: IO[bytes] | None = None
+    if args.trace:
+        try:
+            trace_file = open(args.trace, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            print(
+                f"trioraft simulate: cannot write the trace to {args.trace}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    with trace_file if trace_file is not None else contextlib.nullcontext():
+        return _run_simulation(args, trace_file)
+
+
+def _run_simulation(args: argparse.Namespace, trace_file: IO[bytes] | None) -> int:
     from .sim.simulate import format_summary, run_simulation
 
     show_progress = not args.no_progress and sys.stderr.isatty() and args.duration >= 30
@@ -103,9 +125,12 @@ def _simulate(args: argparse.Namespace) -> int:
                 args.duration,
                 unreliable=args.unreliable,
                 progress=lambda done: bar.update(task, completed=done),
+                trace=trace_file,
             )
     else:
-        result = run_simulation(args.seed, args.nodes, args.duration, unreliable=args.unreliable)
+        result = run_simulation(
+            args.seed, args.nodes, args.duration, unreliable=args.unreliable, trace=trace_file
+        )
     print(format_summary(result))
     return EXIT_OK if result.failure is None else EXIT_VIOLATION
 
