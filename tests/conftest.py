@@ -13,8 +13,10 @@ only works when computing takes no time is wrong, and this catches it.
 from __future__ import annotations
 
 import inspect
+import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,11 @@ import trio
 import trio.testing
 
 from trioraft.determinism import seed_scheduler
+from trioraft.sim.harness import default_tracer
+from trioraft.trace import TraceRecorder
+from trioraft.validate import validate_recorded
+
+FAILURES = Path(__file__).resolve().parent.parent / "trace-failures"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,6 +38,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="run trio tests on the real clock instead of virtual time (slow)",
+    )
+    group.addoption(
+        "--no-trace",
+        action="store_true",
+        default=False,
+        help="do not record and validate the execution trace of every test",
     )
     group.addoption(
         "--seed",
@@ -74,3 +87,37 @@ def real_clock(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--real-clock"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "no_trace: do not record and validate this test's runs")
+
+
+@pytest.fixture(autouse=True)
+def validated_trace(request: pytest.FixtureRequest) -> Iterator[list[TraceRecorder]]:
+    """Record every cluster a test opens, and validate each trace at teardown.
+
+    A trace that fails validation is kept under ``trace-failures/`` and its
+    path printed, so it can be replayed with ``trioraft validate``.
+    """
+    recorders: list[TraceRecorder] = []
+    if request.config.getoption("--no-trace") or request.node.get_closest_marker("no_trace"):
+        yield recorders
+        return
+
+    def factory(nodes: int, seed: int) -> TraceRecorder:
+        recorder = TraceRecorder(nodes=nodes, seed=seed, meta={"test": request.node.nodeid})
+        recorders.append(recorder)
+        return recorder
+
+    token = default_tracer.set(factory)
+    try:
+        yield recorders
+    finally:
+        default_tracer.reset(token)
+    for number, recorder in enumerate(recorders):
+        problem = validate_recorded(recorder)
+        if problem is not None:
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
+            path = FAILURES / f"{name}-{number}.ndjson"
+            path.parent.mkdir(exist_ok=True)
+            recorder.dump(str(path))
+            pytest.fail(f"trace validation failed: {problem}\n  trace kept at {path}", False)
