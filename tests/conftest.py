@@ -70,6 +70,8 @@ def _make_runner(real_clock: bool, seed: int) -> Callable[..., Any]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     real_clock = config.getoption("--real-clock")
     for item in items:
+        if real_clock and item.get_closest_marker("virtual_time_only"):
+            item.add_marker(pytest.mark.skip(reason="asserts exact simulated times"))
         fn = getattr(item, "obj", None)
         if fn is not None and inspect.iscoroutinefunction(fn):
             seed = _test_seed(config, item.nodeid)
@@ -89,6 +91,9 @@ def real_clock(request: pytest.FixtureRequest) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "no_trace: do not record and validate this test's runs")
+    config.addinivalue_line(
+        "markers", "virtual_time_only: asserts exact simulated times; skipped with --real-clock"
+    )
 
 
 @pytest.fixture(autouse=True)

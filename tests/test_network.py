@@ -374,6 +374,7 @@ class SlowServer:
         }
 
 
+@pytest.mark.virtual_time_only
 async def test_deleted_servers_reply_is_never_delivered(seed: int) -> None:
     async with open_network(seed=seed) as net, trio.open_nursery() as nursery:
         svc = SlowServer(net, "s")
@@ -431,6 +432,7 @@ async def test_deleted_servers_reply_is_never_delivered(seed: int) -> None:
         assert results == [None]
 
 
+@pytest.mark.virtual_time_only
 @pytest.mark.parametrize("offset", [0.01, 0.05, 0.09])
 async def test_death_is_noticed_at_the_next_100ms_check(seed: int, offset: float) -> None:
     """test_killed deletes the server exactly on a check; labrpc checks every
@@ -453,6 +455,7 @@ async def test_death_is_noticed_at_the_next_100ms_check(seed: int, offset: float
         assert trio.current_time() - t0 == pytest.approx(1.1, abs=0.001)
 
 
+@pytest.mark.virtual_time_only
 async def test_long_delays(seed: int) -> None:
     """A call on a disabled end, an unconnected end or to a missing server fails
     after 0-6999 ms with long delays on and 0-99 ms with them off (the default)."""
@@ -502,6 +505,7 @@ async def test_long_delays(seed: int) -> None:
         assert net.get_total_bytes() == 360 * len(codec.encode(1))
 
 
+@pytest.mark.virtual_time_only
 async def test_long_reordering(seed: int) -> None:
     """With long reordering 2/3 of replies arrive after 200-2200 ms, their
     bytes counted only at delivery; concurrent calls come back out of order."""
@@ -639,6 +643,7 @@ async def test_caller_and_callee_share_no_objects(seed: int) -> None:
         assert reply is not svc.kept
 
 
+@pytest.mark.virtual_time_only
 async def test_cleanup_fails_pending_and_future_calls(seed: int) -> None:
     results: dict[str, object] = {}
     async with open_network(seed=seed) as net, trio.open_nursery() as nursery:
