@@ -6,14 +6,14 @@ dicts, so it never depends on the implementation it checks.
 
 from __future__ import annotations
 
-from .trace.reader import TraceFormatError, read_trace_lines
+from .trace.reader import TraceFormatError, check_records
 from .trace.recorder import TraceRecorder
 
 
 def validate_recorded(recorder: TraceRecorder) -> str | None:
     """Validate a trace recorded in memory; None when it is valid, else what is wrong."""
     try:
-        read_trace_lines(list(recorder.text_lines()), "<recorded trace>")
+        check_records(recorder.records, "<recorded trace>")
     except TraceFormatError as exc:
         return str(exc)
     return None

@@ -106,6 +106,18 @@ def read_trace_lines(lines: Iterable[str], source: str = "<trace>") -> Trace:
     return Trace(source, header, events, numbers)
 
 
+def check_records(records: list[dict[str, Any]], source: str = "<trace>") -> Trace:
+    """Check records already in memory (header first), as a recorder keeps them."""
+    if not records:
+        raise TraceFormatError(source, 1, "the trace is empty (no header line)")
+    header = _check_header(source, records[0])
+    last_seq = 0
+    for number, event in enumerate(records[1:], start=2):
+        _check_event(source, number, event, header["nodes"], last_seq)
+        last_seq = event["seq"]
+    return Trace(source, header, records[1:], list(range(2, len(records) + 1)))
+
+
 def read_trace(path: str) -> Trace:
     """Read a trace file; unreadable files and bad lines raise :class:`TraceFormatError`."""
     try:

@@ -65,7 +65,7 @@ class TraceRecorder:
         self._sink = sink
         self._keep = keep
         self._observer = observer
-        self.lines: list[bytes] = []
+        self.records: list[dict[str, Any]] = []  # kept in memory (keep=True), header first
         self.events = 0
         self._message_ids = 0
         header: dict[str, Any] = {
@@ -105,16 +105,20 @@ class TraceRecorder:
         self._write(record)
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = self._encoder.encode(record) + b"\n"
         if self._keep:
-            self.lines.append(line)
+            self.records.append(record)
         if self._sink is not None:
-            self._sink.write(line)
+            self._sink.write(self._encoder.encode(record) + b"\n")
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self.records[0]
 
     def dump(self, path: str) -> None:
-        """Write the kept lines to ``path``."""
+        """Write the kept records to ``path`` as NDJSON."""
         with open(path, "wb") as file:
-            file.writelines(self.lines)
+            file.writelines(self._encoder.encode(record) + b"\n" for record in self.records)
 
     def text_lines(self) -> Iterable[str]:
-        return (line.decode() for line in self.lines)
+        """The kept records as NDJSON lines (header first)."""
+        return (self._encoder.encode(record).decode() + "\n" for record in self.records)
