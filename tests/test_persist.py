@@ -56,3 +56,52 @@ def test_a_damaged_file_is_refused_naming_the_file(
     with pytest.raises(PersisterFileError, match=message) as info:
         FilePersister(path)
     assert str(path) in str(info.value)
+
+
+async def test_a_cluster_on_file_persisters_survives_a_full_restart(tmp_path: Path) -> None:
+    import trio
+
+    import trioraft
+
+    async def run_cluster(commands: list[int]) -> list[list[object]]:
+        applied: list[list[object]] = [[] for _ in range(3)]
+        async with trioraft.sim.open_network(seed=3) as net, trio.open_nursery() as nursery:
+            rafts = []
+            for i in range(3):
+                ends = []
+                for j in range(3):
+                    ends.append(net.make_end(f"{i}->{j}"))
+                    net.connect(f"{i}->{j}", str(j))
+                    net.enable(f"{i}->{j}", True)
+                send, receive = trio.open_memory_channel[trioraft.ApplyMsg](0)
+                persister = trioraft.FilePersister(tmp_path / f"peer-{i}.state")
+                rf = trioraft.make(ends, i, persister, send, nursery=nursery)
+                net.add_server(str(i), rf)
+                rafts.append(rf)
+
+                async def consume(i: int = i, receive: object = receive) -> None:
+                    async for m in receive:  # type: ignore[attr-defined]
+                        applied[i].append(m.command)
+
+                nursery.start_soon(consume)
+            while not any(rf.get_state()[1] for rf in rafts):
+                await trio.sleep(0.05)
+            leader = next(rf for rf in rafts if rf.get_state()[1])
+            for c in commands:
+                leader.start(c)
+            with trio.fail_after(30):
+                while not all(a and a[-1] == commands[-1] for a in applied):
+                    await trio.sleep(0.05)
+            for rf in rafts:
+                rf.kill()
+            nursery.cancel_scope.cancel()  # the consumers
+        return applied
+
+    first = await run_cluster([1, 2, 3])
+    assert all(a == [1, 2, 3] for a in first)
+    # every peer restarts from its file alone: the log (and votes) came back
+    for i in range(3):
+        restored = trioraft.FilePersister(tmp_path / f"peer-{i}.state")
+        assert restored.raft_state_size() > 0
+    again = await run_cluster([4])
+    assert all(a == [1, 2, 3, 4] for a in again), again

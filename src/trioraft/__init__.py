@@ -6,20 +6,24 @@ as :class:`ApplyMsg` on the apply channel.  :mod:`trioraft.sim` is the
 labrpc-style simulated network and the 6.824 test harness.
 """
 
+from . import sim  # trioraft.sim.open_network works after `import trioraft`
 from .core.apply import ApplyMsg
 from .core.config import RaftConfig
 from .peer import CorruptStateError, Raft, make
-from .persist import Persister
+from .persist import FilePersister, Persister, PersisterFileError
 from .rpc import ClientEnd, Handler, RpcServer
 
 __all__ = [
     "ApplyMsg",
     "ClientEnd",
     "CorruptStateError",
+    "FilePersister",
     "Handler",
     "Persister",
+    "PersisterFileError",
     "Raft",
     "RaftConfig",
     "RpcServer",
     "make",
+    "sim",
 ]

@@ -64,8 +64,8 @@ class PersisterFileError(ValueError):
     """A persister file that cannot be trusted: names the file and what is wrong."""
 
 
-class FilePersister:
-    """Durable stable storage in one file, with the :class:`Persister` interface.
+class FilePersister(Persister):
+    """Durable stable storage in one file: a :class:`Persister` that survives restarts.
 
     ``save`` writes the (raft state, snapshot) pair to a temporary file in the
     same directory, fsyncs it, renames it over the old file and fsyncs the
@@ -75,13 +75,15 @@ class FilePersister:
     as empty.
 
     ``save`` blocks the calling thread for the fsync (milliseconds on a disk).
-    The in-memory copy answers every read.
+    The in-memory copy answers every read; ``copy()`` gives an in-memory
+    :class:`Persister` holding the same pair.
     """
 
+    __slots__ = ("path",)
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
         self.path = os.fspath(path)
-        self._raft_state = b""
-        self._snapshot = b""
         try:
             with open(self.path, "rb") as file:
                 data = file.read()
@@ -108,12 +110,6 @@ class FilePersister:
         state = data[_HEADER.size : _HEADER.size + state_len]
         return state, data[_HEADER.size + state_len : body_end]
 
-    def copy(self) -> Persister:
-        """An in-memory copy of the current pair (the tester's ``Copy``)."""
-        other = Persister()
-        other.save(self._raft_state, self._snapshot or None)
-        return other
-
     def save(self, raftstate: bytes, snapshot: bytes | None) -> None:
         state = bytes(raftstate)
         snap = b"" if snapshot is None else bytes(snapshot)
@@ -136,15 +132,3 @@ class FilePersister:
         finally:
             os.close(dir_fd)
         self._raft_state, self._snapshot = state, snap
-
-    def read_raft_state(self) -> bytes:
-        return self._raft_state
-
-    def read_snapshot(self) -> bytes:
-        return self._snapshot
-
-    def raft_state_size(self) -> int:
-        return len(self._raft_state)
-
-    def snapshot_size(self) -> int:
-        return len(self._snapshot)
