@@ -14,52 +14,23 @@ Usage: python bench/bench_election.py [--seeds 1000] [--runs 5]
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 
-from trioraft.determinism import seed_scheduler
+from _common import percentile, run_virtual, timed_pytest
 from trioraft.sim.harness import open_cluster
 from trioraft.trace import TraceRecorder
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def run_virtual(fn: Any, seed: int) -> Any:
-    seed_scheduler(seed)
-    return trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
-
 
 def bench_2a_tests(runs: int) -> None:
-    walls, cpus = [], []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "tests/test_raft_2a.py"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        walls.append(time.perf_counter() - t0)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    wall, cpu = timed_pytest(["tests/test_raft_2a.py"], runs)
     print(
-        f"(a) 2A tests (3), pytest start-up included: wall median {statistics.median(walls):.2f} s "
-        f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median {statistics.median(cpus):.2f} s"
-        f"  [Go reference: 16 s real]"
+        f"(a) 2A tests (3), pytest start-up included: wall median {wall:.2f} s, "
+        f"CPU median {cpu:.2f} s  [Go reference: 16 s real]"
     )
 
 

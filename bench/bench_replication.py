@@ -17,51 +17,26 @@ Usage: python bench/bench_replication.py [--runs 3]
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import trio
 import trio.testing
 
 import trioraft
+from _common import run_virtual, timed_pytest
 from trioraft.core.messages import AppendEntriesArgs
-from trioraft.determinism import seed_scheduler
 from trioraft.sim.harness import open_cluster
 from trioraft.sim.network import open_network
 
-ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT_EVERY = 1000
 WINDOW = 5000  # commands the client keeps outstanding
 
 
-def run_virtual(fn, seed: int):  # type: ignore[no-untyped-def]
-    seed_scheduler(seed)
-    return trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
 def bench_tests(runs: int) -> None:
     for name in ("test_raft_2b.py", "test_raft_2c.py"):
-        walls, cpus = [], []
-        for _ in range(runs):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", f"tests/{name}"],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
-            walls.append(time.perf_counter() - t0)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        print(
-            f"(a) {name}: wall median {statistics.median(walls):.2f} s (min {min(walls):.2f}), "
-            f"CPU median {statistics.median(cpus):.2f} s"
-        )
+        wall, cpu = timed_pytest([f"tests/{name}"], runs)
+        print(f"(a) {name}: wall median {wall:.2f} s, CPU median {cpu:.2f} s")
 
 
 class _CountingEnd:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,28 +22,10 @@ import trio
 import trio.testing
 
 import trioraft
+from _common import ROOT, timed_pytest
 from trioraft import codec
 from trioraft.determinism import seed_scheduler
 from trioraft.sim.harness import Cluster, open_cluster
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def timed_pytest(paths: list[str], runs: int) -> tuple[float, float]:
-    walls, cpus = [], []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", *paths],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        walls.append(time.perf_counter() - t0)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return statistics.median(walls), statistics.median(cpus)
 
 
 def bench_tests(runs: int) -> None:

@@ -1,0 +1,75 @@
+"""Model-checker figures (issue: the Figure 2 model): prints them; asserts nothing.
+
+For 3 servers, MaxTerm 2, MaxLog 1, MaxMsgs 4 (no restarts unless
+--max-restarts), with and without --symmetry: distinct states, transitions,
+BFS depth, wall time and distinct states per second, median of --runs runs.
+Each run explores the whole space (no violation is expected).
+
+Usage: python bench/bench_checker.py [--runs 3] [--max-msgs 4] [--max-restarts 0]
+       [--only plain|symmetry]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+
+from trioraft.model.actions import Bounds
+from trioraft.model.checker import CheckResult, check
+
+
+def run_once(bounds: Bounds, symmetry: bool) -> CheckResult:
+    result = check(bounds, symmetry=symmetry)
+    if not result.ok or not result.complete:
+        raise SystemExit(f"unexpected: {result.violation or 'incomplete search'}")
+    return result
+
+
+def report(bounds: Bounds, symmetry: bool, runs: int) -> None:
+    results = [run_once(bounds, symmetry) for _ in range(runs)]
+    seconds = statistics.median(r.seconds for r in results)
+    first = results[0]
+    label = "with --symmetry" if symmetry else "without symmetry"
+    print(
+        f"{label:>17}: {first.states:>10,} distinct states, {first.transitions:>11,} "
+        f"transitions, depth {first.depth}, {seconds:7.1f} s wall, "
+        f"{first.states / seconds:>7,.0f} distinct states/s "
+        f"(median of {runs}; runs {', '.join(f'{r.seconds:.1f}' for r in results)} s)",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--servers", type=int, default=3)
+    parser.add_argument("--max-term", type=int, default=2)
+    parser.add_argument("--max-log", type=int, default=1)
+    parser.add_argument("--max-msgs", type=int, default=4)
+    parser.add_argument("--max-restarts", type=int, default=0)
+    parser.add_argument("--only", choices=("plain", "symmetry"))
+    args = parser.parse_args(argv)
+    bounds = Bounds(
+        servers=args.servers,
+        max_term=args.max_term,
+        max_log=args.max_log,
+        max_msgs=args.max_msgs,
+        max_restarts=args.max_restarts,
+    )
+    print(
+        f"model checker, {bounds.servers} servers, MaxTerm {bounds.max_term}, MaxLog "
+        f"{bounds.max_log}, MaxMsgs {bounds.max_msgs}, MaxRestarts {bounds.max_restarts}; "
+        f"Python {platform.python_version()} ({platform.python_implementation()})",
+        flush=True,
+    )
+    if args.only != "symmetry":
+        report(bounds, False, args.runs)
+    if args.only != "plain":
+        report(bounds, True, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
