@@ -5,6 +5,9 @@ For 3 servers, MaxTerm 2, MaxLog 1, MaxMsgs 4 (no restarts unless
 BFS depth, wall time and distinct states per second, median of --runs runs.
 Each run explores the whole space (no violation is expected).
 
+Every run is a fresh Python process, so one run's millions of freed tuples do
+not slow the next.
+
 Usage: python bench/bench_checker.py [--runs 3] [--max-msgs 4] [--max-restarts 0]
        [--only plain|symmetry]
 """
@@ -12,9 +15,12 @@ Usage: python bench/bench_checker.py [--runs 3] [--max-msgs 4] [--max-restarts 0
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
+import subprocess
 import sys
+from typing import Any
 
 from trioraft.model.actions import Bounds
 from trioraft.model.checker import CheckResult, check
@@ -27,16 +33,25 @@ def run_once(bounds: Bounds, symmetry: bool) -> CheckResult:
     return result
 
 
-def report(bounds: Bounds, symmetry: bool, runs: int) -> None:
-    results = [run_once(bounds, symmetry) for _ in range(runs)]
-    seconds = statistics.median(r.seconds for r in results)
+def run_in_child(argv: list[str], symmetry: bool) -> dict[str, Any]:
+    """One run in a fresh interpreter; its figures as a dict."""
+    command = [sys.executable, __file__, *argv, "--child", "symmetry" if symmetry else "plain"]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+def report(argv: list[str], symmetry: bool, runs: int) -> None:
+    results = [run_in_child(argv, symmetry) for _ in range(runs)]
+    times = [float(r["seconds"]) for r in results]
+    seconds = statistics.median(times)
     first = results[0]
     label = "with --symmetry" if symmetry else "without symmetry"
     print(
-        f"{label:>17}: {first.states:>10,} distinct states, {first.transitions:>11,} "
-        f"transitions, depth {first.depth}, {seconds:7.1f} s wall, "
-        f"{first.states / seconds:>7,.0f} distinct states/s "
-        f"(median of {runs}; runs {', '.join(f'{r.seconds:.1f}' for r in results)} s)",
+        f"{label:>17}: {first['states']:>10,} distinct states, {first['transitions']:>11,} "
+        f"transitions, depth {first['depth']}, {seconds:7.1f} s wall, "
+        f"{first['states'] / seconds:>7,.0f} distinct states/s "
+        f"(median of {runs}; runs {', '.join(f'{t:.1f}' for t in times)} s)",
         flush=True,
     )
 
@@ -50,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-msgs", type=int, default=4)
     parser.add_argument("--max-restarts", type=int, default=0)
     parser.add_argument("--only", choices=("plain", "symmetry"))
+    parser.add_argument("--child", choices=("plain", "symmetry"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     bounds = Bounds(
         servers=args.servers,
@@ -58,6 +74,23 @@ def main(argv: list[str] | None = None) -> int:
         max_msgs=args.max_msgs,
         max_restarts=args.max_restarts,
     )
+    if args.child is not None:
+        result = run_once(bounds, args.child == "symmetry")
+        figures = {
+            "states": result.states,
+            "transitions": result.transitions,
+            "depth": result.depth,
+            "seconds": result.seconds,
+        }
+        print(json.dumps(figures))
+        return 0
+    forwarded = [
+        f"--servers={args.servers}",
+        f"--max-term={args.max_term}",
+        f"--max-log={args.max_log}",
+        f"--max-msgs={args.max_msgs}",
+        f"--max-restarts={args.max_restarts}",
+    ]
     print(
         f"model checker, {bounds.servers} servers, MaxTerm {bounds.max_term}, MaxLog "
         f"{bounds.max_log}, MaxMsgs {bounds.max_msgs}, MaxRestarts {bounds.max_restarts}; "
@@ -65,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.only != "symmetry":
-        report(bounds, False, args.runs)
+        report(forwarded, False, args.runs)
     if args.only != "plain":
-        report(bounds, True, args.runs)
+        report(forwarded, True, args.runs)
     return 0
 
 

@@ -1,0 +1,1103 @@
+"""Figure 2 as actions on the model's state.
+
+Rules of operation
+------------------
+Each action is a plain function of a :class:`~.state.State` and explicit
+parameters (which server, which message, how many entries, which value, which
+next_index), returning the next state, or None when Figure 2 does not enable it
+in that state.  Nothing else changes state, so the checker (which explores
+every enabled action) and the trace validator (which replays one recorded
+event at a time) share one definition of Raft.
+
+- Actions check Raft's own enabling conditions only.  The checker's bounds
+  (max_term, max_log, max_msgs, max_restarts) are applied by
+  :func:`successors`, never here: a trace may go beyond them.
+- Receiving a message consumes it; a request is replaced by its response in
+  the same step (the network's size is unchanged).  Sending adds a message to
+  the bag; the network may also drop or duplicate any message.
+- Every handler first applies "All Servers: if RPC request or response
+  contains term T > currentTerm: set currentTerm = T, convert to follower"
+  (``_observe_term``), then the rule for the receiver's role.
+- The implementation's freedom is a parameter: how many entries an
+  AppendEntries carries (0 .. all from nextIndex), where nextIndex goes after
+  a rejection (any value in [matchIndex + 1, prevLogIndex], or unchanged for a
+  stale rejection), which index a leader commits (default: the highest that
+  Figure 2 allows).
+- Actions keep the history variables (led_terms, leader_log, applied,
+  committed) up to date; the Raft rules never read them.
+- ``mutant`` names a planted bug (see :mod:`.mutants`); only the actions the
+  bug touches take it.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from typing import NamedTuple
+
+from .mutants import (
+    APPEND_WITHOUT_PREV_CHECK,
+    COMMIT_OLD_TERM_BY_COUNTING,
+    FOLLOWER_COMMITS_PAST_NEW_ENTRIES,
+    FORGET_VOTED_FOR_ON_RESTART,
+    LEADER_OVERWRITES_LOG,
+    VOTE_WITHOUT_LOG_CHECK,
+)
+from .state import (
+    APPEND_ENTRIES_REQUEST,
+    APPEND_ENTRIES_RESPONSE,
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    NOBODY,
+    REQUEST_VOTE_REQUEST,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    Applied,
+    Committed,
+    Entry,
+    Log,
+    Message,
+    RequestVoteRequest,
+    RequestVoteResponse,
+    Server,
+    State,
+    Value,
+)
+
+_new = tuple.__new__
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _with_server(state: State, i: int, server: Server) -> tuple[Server, ...]:
+    servers = list(state.servers)
+    servers[i] = server
+    return tuple(servers)
+
+
+def _bag_add(network: tuple[Message, ...], m: Message) -> tuple[Message, ...]:
+    if not network or network[-1] <= m:
+        return (*network, m)
+    bag = list(network)
+    insort(bag, m)
+    return tuple(bag)
+
+
+def _bag_remove(network: tuple[Message, ...], m: Message) -> tuple[Message, ...] | None:
+    """The bag without one copy of ``m``; None if ``m`` is not in flight."""
+    try:
+        k = network.index(m)
+    except ValueError:
+        return None
+    return network[:k] + network[k + 1 :]
+
+
+def _bag_replace(
+    network: tuple[Message, ...], m: Message, reply: Message
+) -> tuple[Message, ...] | None:
+    """The bag with one copy of request ``m`` replaced by ``reply``; None if ``m``
+    is not in flight."""
+    bag = list(network)
+    try:
+        bag.remove(m)
+    except ValueError:
+        return None
+    insort(bag, reply)
+    return tuple(bag)
+
+
+def _observe_term(s: Server, term: int) -> Server:
+    """All Servers: a higher term in an RPC makes any server a follower of that term."""
+    if term <= s.current_term:
+        return s
+    return _new(
+        Server,
+        (
+            term,
+            NOBODY,
+            s.log,
+            FOLLOWER,
+            s.commit_index,
+            s.last_applied,
+            0,
+            (),
+            (),
+            (),
+            s.led_terms,
+            s.applied,
+        ),
+    )
+
+
+def _leader_log(old: Log, new: Log) -> Log:
+    """History for Leader Append-Only: follow the log while it only grows, else keep
+    the evidence (the log the leader held before it lost or changed entries)."""
+    if new[: len(old)] == old:
+        return new
+    return old
+
+
+def _record_commits(
+    committed: tuple[Committed, ...], log: Log, old: int, new: int, term: int
+) -> tuple[Committed, ...]:
+    """History: entries old+1..new of ``log`` are known committed in ``term``."""
+    for index in range(old + 1, new + 1):
+        entry = log[index - 1]
+        for pos, (c_index, c_term, c_value, c_in) in enumerate(committed):
+            if c_index == index and c_term == entry.term and c_value == entry.value:
+                if c_in > term:
+                    rest = committed[:pos] + committed[pos + 1 :]
+                    committed = tuple(sorted((*rest, (index, entry.term, entry.value, term))))
+                break
+        else:
+            record = (index, entry.term, entry.value, term)
+            if not committed or committed[-1] < record:
+                committed = (*committed, record)
+            else:
+                committed = tuple(sorted((*committed, record)))
+    return committed
+
+
+def _set_commit_index(
+    state: State, i: int, s: Server, new_commit: int
+) -> tuple[Server, tuple[Committed, ...]]:
+    """Server ``s`` (the new version of server ``i``) moves commit_index forward."""
+    committed = _record_commits(state.committed, s.log, s.commit_index, new_commit, s.current_term)
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            s.log,
+            s.role,
+            new_commit,
+            s.last_applied,
+            s.votes_granted,
+            s.next_index,
+            s.match_index,
+            s.leader_log,
+            s.led_terms,
+            s.applied,
+        ),
+    )
+    return server, committed
+
+
+def _log_up_to_date(s: Server, last_log_term: int, last_log_index: int) -> bool:
+    """§5.4.1: the candidate's log is at least as up-to-date as the voter's."""
+    log = s.log
+    my_term = log[-1].term if log else 0
+    if last_log_term != my_term:
+        return last_log_term > my_term
+    return last_log_index >= len(log)
+
+
+# --------------------------------------------------------------------- elections
+
+
+def timeout(state: State, i: int) -> State | None:
+    """Followers/Candidates: the election timeout elapses, so server ``i`` starts an
+    election: increments currentTerm, becomes candidate, votes for itself."""
+    s = state.servers[i]
+    if s.role == LEADER:
+        return None
+    server = _new(
+        Server,
+        (
+            s.current_term + 1,
+            i,
+            s.log,
+            CANDIDATE,
+            s.commit_index,
+            s.last_applied,
+            1 << i,
+            (),
+            (),
+            (),
+            s.led_terms,
+            s.applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
+def request_vote(state: State, i: int, j: int) -> State | None:
+    """Candidates: send a RequestVote RPC to server ``j`` (one that has not granted)."""
+    s = state.servers[i]
+    if s.role != CANDIDATE or j == i or not 0 <= j < len(state.servers):
+        return None
+    if s.votes_granted >> j & 1:
+        return None
+    log = s.log
+    m = _new(
+        RequestVoteRequest,
+        (0, s.current_term, i, j, log[-1].term if log else 0, len(log)),
+    )
+    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+
+
+def handle_request_vote(
+    state: State, m: RequestVoteRequest, *, mutant: str | None = None
+) -> State | None:
+    """RequestVote receiver: reply false if term < currentTerm; grant if votedFor is
+    null or candidateId and the candidate's log is at least as up-to-date."""
+    j = m.dest
+    s = _observe_term(state.servers[j], m.term)
+    granted = False
+    if (
+        m.term == s.current_term
+        and s.voted_for in (NOBODY, m.source)
+        and (
+            mutant == VOTE_WITHOUT_LOG_CHECK
+            or _log_up_to_date(s, m.last_log_term, m.last_log_index)
+        )
+    ):
+        granted = True
+        if s.voted_for != m.source:
+            s = _new(
+                Server,
+                (
+                    s.current_term,
+                    m.source,
+                    s.log,
+                    s.role,
+                    s.commit_index,
+                    s.last_applied,
+                    s.votes_granted,
+                    s.next_index,
+                    s.match_index,
+                    s.leader_log,
+                    s.led_terms,
+                    s.applied,
+                ),
+            )
+    reply = _new(RequestVoteResponse, (1, s.current_term, j, m.source, granted))
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
+
+
+def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State | None:
+    """Candidates: count a vote granted in the current term."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    s = _observe_term(state.servers[i], m.term)
+    if s.role == CANDIDATE and m.term == s.current_term and m.vote_granted:
+        s = _new(
+            Server,
+            (
+                s.current_term,
+                s.voted_for,
+                s.log,
+                s.role,
+                s.commit_index,
+                s.last_applied,
+                s.votes_granted | 1 << m.source,
+                s.next_index,
+                s.match_index,
+                s.leader_log,
+                s.led_terms,
+                s.applied,
+            ),
+        )
+    servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
+
+
+def become_leader(state: State, i: int) -> State | None:
+    """Candidates: votes received from a majority of servers, so become leader;
+    nextIndex = last log index + 1 and matchIndex = 0 for every server."""
+    s = state.servers[i]
+    n = len(state.servers)
+    if s.role != CANDIDATE or 2 * s.votes_granted.bit_count() <= n:
+        return None
+    log = s.log
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            log,
+            LEADER,
+            s.commit_index,
+            s.last_applied,
+            0,
+            (len(log) + 1,) * n,
+            (0,) * n,
+            log,
+            (*s.led_terms, s.current_term),
+            s.applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
+# --------------------------------------------------------------------- replication
+
+
+def client_request(
+    state: State, i: int, value: Value, *, mutant: str | None = None
+) -> State | None:
+    """Leaders: a command from a client is appended to the local log."""
+    s = state.servers[i]
+    if s.role != LEADER:
+        return None
+    entry = Entry(s.current_term, value)
+    if mutant == LEADER_OVERWRITES_LOG:
+        log: Log = (*s.log[: s.commit_index], entry)
+    else:
+        log = (*s.log, entry)
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            log,
+            LEADER,
+            s.commit_index,
+            s.last_applied,
+            0,
+            s.next_index,
+            s.match_index,
+            _leader_log(s.leader_log, log),
+            s.led_terms,
+            s.applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
+def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
+    """Leaders: send server ``j`` an AppendEntries RPC starting at nextIndex[j] with
+    ``entries`` entries (0 is a heartbeat), carrying the leader's commitIndex."""
+    s = state.servers[i]
+    if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
+        return None
+    log = s.log
+    prev = s.next_index[j] - 1
+    if prev < 0 or entries < 0 or prev + entries > len(log):
+        return None
+    m = _new(
+        AppendEntriesRequest,
+        (
+            2,
+            s.current_term,
+            i,
+            j,
+            prev,
+            log[prev - 1].term if prev else 0,
+            log[prev : prev + entries],
+            s.commit_index,
+        ),
+    )
+    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+
+
+def _merge_entries(log: Log, prev: int, entries: Log) -> Log:
+    """Receiver rules 3 and 4: delete a conflicting entry and all that follow it;
+    append new entries not already in the log.  Matching entries stay, so a stale,
+    shorter request never cuts off what a newer one delivered."""
+    for k, entry in enumerate(entries):
+        pos = prev + k
+        if pos < len(log):
+            if log[pos].term == entry.term:
+                continue
+            return log[:pos] + entries[k:]
+        return log + entries[k:]
+    return log
+
+
+def handle_append_entries(
+    state: State, m: AppendEntriesRequest, *, mutant: str | None = None
+) -> State | None:
+    """AppendEntries receiver (Figure 2, rules 1-5); Candidates: an AppendEntries
+    from the leader of the current term makes them followers."""
+    j = m.dest
+    old = state.servers[j]
+    s = _observe_term(old, m.term)
+    term = s.current_term
+    committed = state.committed
+    prev = m.prev_log_index
+    if m.term < term:
+        # 1. Reply false if term < currentTerm.  prev_log_index 0 marks a rejection
+        # for the term, never one for the log (index 0 always matches).
+        reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, 0))
+    else:
+        log = s.log
+        role = FOLLOWER if s.role == CANDIDATE else s.role
+        votes = 0 if role == FOLLOWER else s.votes_granted
+        # 2. Reply false if the log has no entry at prevLogIndex whose term is prevLogTerm.
+        if mutant == APPEND_WITHOUT_PREV_CHECK:
+            consistent = prev <= len(log)
+        else:
+            consistent = prev == 0 or (prev <= len(log) and log[prev - 1].term == m.prev_log_term)
+        commit = s.commit_index
+        if consistent:
+            log = _merge_entries(log, prev, m.entries)
+            # 5. If leaderCommit > commitIndex: commitIndex = min(leaderCommit, last new).
+            last_new = prev + len(m.entries)
+            if mutant == FOLLOWER_COMMITS_PAST_NEW_ENTRIES:
+                last_new = len(log)
+            if m.leader_commit > commit and last_new > commit:
+                new_commit = min(m.leader_commit, last_new)
+                committed = _record_commits(committed, log, commit, new_commit, term)
+                commit = new_commit
+            reply = _new(
+                AppendEntriesResponse,
+                (3, term, j, m.source, True, prev + len(m.entries), 0),
+            )
+        else:
+            reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, prev))
+        if role != s.role or log is not s.log or commit != s.commit_index:
+            s = _new(
+                Server,
+                (
+                    term,
+                    s.voted_for,
+                    log,
+                    role,
+                    commit,
+                    s.last_applied,
+                    votes,
+                    s.next_index,
+                    s.match_index,
+                    _leader_log(s.leader_log, log) if role == LEADER else (),
+                    s.led_terms,
+                    s.applied,
+                ),
+            )
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is old else _with_server(state, j, s)
+    return _new(State, (servers, network, committed, state.restarts))
+
+
+def next_index_choices(state: State, m: AppendEntriesResponse) -> tuple[int, ...]:
+    """Where a rejection may move nextIndex[m.source]: [matchIndex + 1, prevLogIndex].
+
+    Empty when the response is not a rejection the leader acts on (a success, a
+    rejection for the term, a stale term, a receiver that is not leader).  The
+    leader may also leave nextIndex unchanged (the implementation ignores a
+    rejection of an older request); that choice equals dropping the message, so
+    it is not listed.
+    """
+    s = state.servers[m.dest]
+    if m.success or m.prev_log_index == 0 or s.role != LEADER or m.term != s.current_term:
+        return ()
+    low = s.match_index[m.source] + 1
+    return tuple(range(low, max(low, m.prev_log_index) + 1))
+
+
+def handle_append_entries_response(
+    state: State, m: AppendEntriesResponse, next_index: int | None = None
+) -> State | None:
+    """Leaders: on success update nextIndex and matchIndex for the follower (never
+    backwards: responses may arrive out of order); "if AppendEntries fails because
+    of log inconsistency", move nextIndex back and retry.  ``next_index`` picks
+    where (see :func:`next_index_choices`); None means Figure 2's decrement,
+    max(matchIndex + 1, prevLogIndex).  A rejection for the term (prev_log_index
+    0) only carries the term."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    old = state.servers[i]
+    s = _observe_term(old, m.term)
+    if s.role == LEADER and m.term == s.current_term:
+        j = m.source
+        next_indexes = list(s.next_index)
+        match_indexes = s.match_index
+        if m.success:
+            if m.match_index > match_indexes[j]:
+                match_indexes = (*match_indexes[:j], m.match_index, *match_indexes[j + 1 :])
+            next_indexes[j] = max(next_indexes[j], m.match_index + 1)
+        elif m.prev_log_index == 0:
+            if next_index is not None and next_index != next_indexes[j]:
+                return None
+        else:
+            low = match_indexes[j] + 1
+            high = max(low, m.prev_log_index)
+            if next_index is None:
+                next_index = high
+            elif not (low <= next_index <= high or next_index == next_indexes[j]):
+                return None
+            next_indexes[j] = next_index
+        s = _new(
+            Server,
+            (
+                s.current_term,
+                s.voted_for,
+                s.log,
+                LEADER,
+                s.commit_index,
+                s.last_applied,
+                0,
+                tuple(next_indexes),
+                match_indexes,
+                s.leader_log,
+                s.led_terms,
+                s.applied,
+            ),
+        )
+    servers = state.servers if s is old else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
+
+
+def commit_index_limit(state: State, i: int) -> int:
+    """The highest N that a majority of matchIndex (the leader counting its own log)
+    has reached; Figure 2 lets leader ``i`` commit it if log[N].term == currentTerm."""
+    s = state.servers[i]
+    n = len(state.servers)
+    own = len(s.log)
+    matches = list(s.match_index)
+    matches[i] = own
+    matches.sort()
+    return min(matches[(n - 1) // 2], own)
+
+
+def advance_commit_index(
+    state: State, i: int, index: int | None = None, *, mutant: str | None = None
+) -> State | None:
+    """Leaders: if there exists an N > commitIndex such that a majority of
+    matchIndex[i] >= N and log[N].term == currentTerm, set commitIndex = N.
+    ``index`` is that N; None takes the highest (the only one Figure 2 needs)."""
+    s = state.servers[i]
+    if s.role != LEADER:
+        return None
+    limit = commit_index_limit(state, i)
+    if index is None:
+        index = limit
+    if not s.commit_index < index <= limit:
+        return None
+    if s.log[index - 1].term != s.current_term and mutant != COMMIT_OLD_TERM_BY_COUNTING:
+        return None  # Figure 8: never commit an older term's entry by counting replicas
+    server, committed = _set_commit_index(state, i, s, index)
+    return _new(State, (_with_server(state, i, server), state.network, committed, state.restarts))
+
+
+def apply(state: State, i: int) -> State | None:
+    """All Servers: if commitIndex > lastApplied, increment lastApplied and apply
+    log[lastApplied] to the state machine (recorded in ``Server.applied``)."""
+    s = state.servers[i]
+    index = s.last_applied + 1
+    if index > s.commit_index or index > len(s.log):
+        return None
+    entry = s.log[index - 1]
+    record: Applied = (index, entry.term, entry.value)
+    applied = s.applied
+    if not applied or applied[-1] < record:
+        applied = (*applied, record)
+    elif record not in applied:
+        applied = tuple(sorted((*applied, record)))
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            s.log,
+            s.role,
+            s.commit_index,
+            index,
+            s.votes_granted,
+            s.next_index,
+            s.match_index,
+            s.leader_log,
+            s.led_terms,
+            applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
+# --------------------------------------------------------------------- failures
+
+
+def restart(state: State, i: int, *, mutant: str | None = None) -> State | None:
+    """Server ``i`` crashes and restarts: currentTerm, votedFor and log (persistent
+    state) are kept; role, commitIndex, lastApplied and candidate and leader state
+    are lost.  The state machine is rebuilt by applying from index 1 again."""
+    s = state.servers[i]
+    voted_for = NOBODY if mutant == FORGET_VOTED_FOR_ON_RESTART else s.voted_for
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            voted_for,
+            s.log,
+            FOLLOWER,
+            0,
+            0,
+            0,
+            (),
+            (),
+            (),
+            s.led_terms,
+            s.applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts + 1)
+    )
+
+
+def drop_message(state: State, m: Message) -> State | None:
+    """The network loses one copy of ``m``."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    return _new(State, (state.servers, network, state.committed, state.restarts))
+
+
+def duplicate_message(state: State, m: Message) -> State | None:
+    """The network delivers ``m`` twice: one more copy is in flight."""
+    if m not in state.network:
+        return None
+    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+
+
+def receive(
+    state: State, m: Message, *, next_index: int | None = None, mutant: str | None = None
+) -> State | None:
+    """Deliver ``m`` to its destination: the handler for its kind."""
+    if isinstance(m, RequestVoteRequest):
+        return handle_request_vote(state, m, mutant=mutant)
+    if isinstance(m, RequestVoteResponse):
+        return handle_request_vote_response(state, m)
+    if isinstance(m, AppendEntriesRequest):
+        return handle_append_entries(state, m, mutant=mutant)
+    return handle_append_entries_response(state, m, next_index)
+
+
+# --------------------------------------------------------------------- snapshots (Figure 13)
+#
+# The model keeps the whole log: compaction changes no logical state, so a
+# snapshot is visible only where it changes commitIndex or lastApplied.  An
+# InstallSnapshot RPC is, on the logical log, an AppendEntries with
+# prevLogIndex 0 carrying the leader's entries up to lastIncludedIndex: receiver
+# rules 6-7 of Figure 13 keep a matching log and otherwise replace it by that
+# prefix, which is what AppendEntries receiver rules 3-4 do with it (see
+# spec/MODEL.md); the trace validator replays it so.  What the model adds here
+# is the state machine side.
+
+
+def apply_snapshot(state: State, i: int, index: int) -> State | None:
+    """Figure 13 receiver rule 8, "reset state machine using snapshot contents": the
+    state machine becomes the result of applying entries 1..``index`` (all
+    committed), so lastApplied = index; each entry is recorded as applied."""
+    s = state.servers[i]
+    if not s.last_applied < index <= min(s.commit_index, len(s.log)):
+        return None
+    applied = s.applied
+    known = set(applied)
+    new = [(k, e.term, e.value) for k, e in enumerate(s.log[:index], 1)]
+    missing = [record for record in new if record not in known]
+    if missing:
+        applied = tuple(sorted((*applied, *missing)))
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            s.log,
+            s.role,
+            s.commit_index,
+            index,
+            s.votes_granted,
+            s.next_index,
+            s.match_index,
+            s.leader_log,
+            s.led_terms,
+            applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
+def restore_snapshot(state: State, i: int, index: int) -> State | None:
+    """After a restart, a server that saved a snapshot reloads it (§7): a snapshot holds
+    only committed entries, so commitIndex starts at its last included index, and
+    the state machine is reset to it (:func:`apply_snapshot`).  Not enabled unless
+    every entry up to ``index`` is known committed."""
+    s = state.servers[i]
+    if index > len(s.log):
+        return None
+    if index <= s.commit_index:
+        return apply_snapshot(state, i, index) if index > s.last_applied else state
+    known = {record[:3] for record in state.committed}
+    for k, e in enumerate(s.log[:index], 1):
+        if (k, e.term, e.value) not in known:
+            return None
+    server = s._replace(commit_index=index)
+    lifted = _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+    return apply_snapshot(lifted, i, index) if index > s.last_applied else lifted
+
+
+# --------------------------------------------------------------------- exploration
+
+
+def probe(source: int, dest: int) -> RequestVoteRequest:
+    """The canonical stale request from ``source`` to ``dest`` (term 0: see tidy_network)."""
+    return _new(RequestVoteRequest, (0, 0, source, dest, 0, 0))
+
+
+def tidy_network(state: State, changed: int = -1) -> State:
+    """``state`` with each in-flight message replaced by the simplest message that
+    has the same effect now and in every future state, or removed when it has none.
+
+    The checker applies this after every action; it merges states that differ
+    only in messages that can no longer make a difference.  Terms, a leader's
+    matchIndex and a candidate's votes only grow, so:
+
+    - a request of an older term than its receiver's can only be refused, and the
+      refusal only tells the sender the receiver's term at delivery: every such
+      request from the same sender to the same receiver is the same, and is
+      replaced by :func:`probe` (a RequestVote of term 0);
+    - a response of a newer term than its receiver's only makes it a follower of
+      that term (a granted vote or a success never is newer): it is replaced by
+      a refused vote of that term;
+    - a response that changes nothing when delivered is removed: one of an older
+      term, a refused vote of the current term, a vote its candidate has
+      counted or can no longer use, a successful AppendEntries reply that does not
+      raise matchIndex, any AppendEntries reply to a non-leader, a rejection for
+      the term.  It could only be delivered as a no-op or dropped, and dropping
+      it was always possible.
+
+    ``changed`` is a bitmask of the servers whose messages may need it (the
+    others' are known to be tidy already); all servers by default.
+    """
+    network = state.network
+    if not network:
+        return state
+    servers = state.servers
+    kept: list[Message] | None = None
+    for k, m in enumerate(network):
+        if not changed >> m.dest & 1:
+            if kept is not None:
+                kept.append(m)
+            continue
+        kind = m.kind
+        d = servers[m.dest]
+        term = d.current_term
+        new: Message | None = m
+        if kind in (REQUEST_VOTE_REQUEST, APPEND_ENTRIES_REQUEST):
+            if m.term < term and (m.term or kind == APPEND_ENTRIES_REQUEST):
+                new = _new(RequestVoteRequest, (0, 0, m.source, m.dest, 0, 0))
+        elif m.term > term:
+            if kind == APPEND_ENTRIES_RESPONSE:
+                new = _new(RequestVoteResponse, (1, m.term, m.source, m.dest, False))
+        elif m.term < term:
+            new = None
+        elif isinstance(m, RequestVoteResponse):
+            if not m.vote_granted or d.role != CANDIDATE or d.votes_granted >> m.source & 1:
+                new = None
+        elif d.role != LEADER:
+            new = None
+        elif isinstance(m, AppendEntriesResponse):
+            if m.success:
+                if m.match_index <= d.match_index[m.source]:
+                    new = None
+            elif m.prev_log_index == 0:
+                new = None
+        if new is not m:
+            if kept is None:
+                kept = list(network[:k])
+            if new is not None:
+                kept.append(new)
+        elif kept is not None:
+            kept.append(m)
+    if kept is None:
+        return state
+    kept.sort()
+    return _new(State, (servers, tuple(kept), state.committed, state.restarts))
+
+
+def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, tuple[str, ...]]:
+    """Server ``i``'s local follow-ups, taken at once as the implementation does:
+    BecomeLeader when a candidate holds a majority of votes, AdvanceCommitIndex when
+    a leader can, then Apply until lastApplied reaches commitIndex.  Returns the
+    state and the names of the actions taken (in order)."""
+    taken: list[str] = []
+    s = state.servers[i]
+    if s.role == CANDIDATE and 2 * s.votes_granted.bit_count() > len(state.servers):
+        state = become_leader(state, i) or state
+        taken.append("become_leader")
+        s = state.servers[i]
+    if s.role == LEADER and commit_index_limit(state, i) > s.commit_index:
+        t = advance_commit_index(state, i, mutant=mutant)
+        if t is not None:
+            state = t
+            taken.append("advance_commit_index")
+            s = state.servers[i]
+    while s.last_applied < s.commit_index:
+        t = apply(state, i)
+        if t is None:
+            break
+        state = t
+        taken.append("apply")
+        s = state.servers[i]
+    return state, tuple(taken)
+
+
+class Bounds(NamedTuple):
+    """What keeps the checker's state space finite, and how finely it interleaves."""
+
+    servers: int = 3
+    max_term: int = 2  # no Timeout beyond this term
+    max_log: int = 1  # no ClientRequest that would make a log longer
+    max_msgs: int = 4  # no send (or duplicate) while this many messages are in flight
+    max_restarts: int = 0  # Restart actions in a whole behaviour
+    values: int = 1  # client requests carry a value in 1..values
+    fine_grained: bool = False
+    """False: BecomeLeader, AdvanceCommitIndex and Apply happen in the same step as
+    the action that enables them (:func:`settle`), as in the implementation; True:
+    they are separate actions, interleaved with everything else (Figure 2 read
+    literally; many more states, the same verdicts)."""
+
+
+class Step(NamedTuple):
+    """One action with its parameters: what :func:`apply_step` replays."""
+
+    action: str
+    server: int = NOBODY  # the server that acts (the receiver, for ``receive``)
+    peer: int = NOBODY  # request_vote, append_entries: the destination
+    entries: int = 0  # append_entries: how many entries
+    value: Value = 0  # client_request
+    message: Message | None = None  # receive, drop_message, duplicate_message
+    next_index: int | None = None  # receive of a rejected AppendEntries
+    then: tuple[str, ...] = ()  # follow-ups of ``server`` in the same step (see settle)
+
+
+def apply_step(state: State, step: Step, mutant: str | None = None) -> State | None:
+    """Take ``step`` from ``state``: the next state, or None if it is not enabled."""
+    t = _apply_action(state, step, mutant)
+    for follow_up in step.then:
+        if t is None:
+            return None
+        i = step.server
+        if follow_up == "become_leader":
+            t = become_leader(t, i)
+        elif follow_up == "advance_commit_index":
+            t = advance_commit_index(t, i, mutant=mutant)
+        elif follow_up == "apply":
+            t = apply(t, i)
+        else:
+            raise ValueError(f"unknown follow-up action {follow_up!r}")
+    return t
+
+
+def _apply_action(state: State, step: Step, mutant: str | None) -> State | None:
+    action, i, m = step.action, step.server, step.message
+    if action == "timeout":
+        return timeout(state, i)
+    if action == "request_vote":
+        return request_vote(state, i, step.peer)
+    if action == "become_leader":
+        return become_leader(state, i)
+    if action == "client_request":
+        return client_request(state, i, step.value, mutant=mutant)
+    if action == "append_entries":
+        return append_entries(state, i, step.peer, step.entries)
+    if action == "advance_commit_index":
+        return advance_commit_index(state, i, mutant=mutant)
+    if action == "apply":
+        return apply(state, i)
+    if action == "restart":
+        return restart(state, i, mutant=mutant)
+    if m is None:
+        raise ValueError(f"step {action!r} needs a message")
+    if action == "receive":
+        return receive(state, m, next_index=step.next_index, mutant=mutant)
+    if action == "drop_message":
+        return drop_message(state, m)
+    if action == "duplicate_message":
+        return duplicate_message(state, m)
+    raise ValueError(f"unknown action {action!r}")
+
+
+def _moved(old: Server, new: Server) -> int:
+    """1 if a server changed in a way that can change what messages to it would
+    do (its term, role, votes or matchIndex), else 0."""
+    if new is old:
+        return 0
+    return int(
+        new.current_term != old.current_term
+        or new.role != old.role
+        or new.votes_granted != old.votes_granted
+        or new.match_index != old.match_index
+    )
+
+
+def _expand(
+    state: State, bounds: Bounds, mutant: str | None, steps: list[Step] | None
+) -> list[State]:
+    """Every state one enabled action away, within ``bounds``, its network tidied
+    (:func:`tidy_network`); with ``steps``, the actions too (same order).
+
+    The checker's hot path, hence the inlined tests: a network is tidied only
+    after an action that can change what its messages would do (one that
+    changes a server's term, role, votes or matchIndex, or sends to a server of
+    a newer term); dropping or copying a message never does.
+    """
+    out: list[State] = []
+    add = out.append
+    servers = state.servers
+    n = len(servers)
+    network = state.network
+    room = len(network) < bounds.max_msgs
+    fine = bounds.fine_grained
+    then: tuple[str, ...] = ()
+    t: State | None
+    for i in range(n):
+        s = servers[i]
+        role = s.role
+        if role == LEADER:
+            log = s.log
+            if len(log) < bounds.max_log or mutant == LEADER_OVERWRITES_LOG:
+                for value in range(1, bounds.values + 1):
+                    then = ()
+                    t = client_request(state, i, value, mutant=mutant)
+                    if t is not None and len(t.servers[i].log) <= bounds.max_log:
+                        if not fine:
+                            t, then = settle(t, i, mutant=mutant)
+                        add(t)
+                        if steps is not None:
+                            steps.append(Step("client_request", i, value=value, then=then))
+            if room:
+                next_index = s.next_index
+                term = s.current_term
+                for j in range(n):
+                    if j != i:
+                        stale = term < servers[j].current_term
+                        for count in range(len(log) - next_index[j] + 2):
+                            t = append_entries(state, i, j, count)
+                            if t is not None:
+                                add(tidy_network(t, 1 << j) if stale else t)
+                                if steps is not None:
+                                    steps.append(Step("append_entries", i, j, count))
+            if fine and commit_index_limit(state, i) > s.commit_index:
+                t = advance_commit_index(state, i, mutant=mutant)
+                if t is not None:
+                    add(t)
+                    if steps is not None:
+                        steps.append(Step("advance_commit_index", i))
+        else:
+            if s.current_term < bounds.max_term:
+                then = ()
+                t = timeout(state, i)
+                if t is not None:
+                    if not fine and n == 1:
+                        t, then = settle(t, i, mutant=mutant)
+                    add(tidy_network(t, 1 << i))
+                    if steps is not None:
+                        steps.append(Step("timeout", i, then=then))
+            if role == CANDIDATE:
+                votes = s.votes_granted
+                if fine and 2 * votes.bit_count() > n:
+                    t = become_leader(state, i)
+                    if t is not None:
+                        add(tidy_network(t, 1 << i))
+                        if steps is not None:
+                            steps.append(Step("become_leader", i))
+                if room:
+                    term = s.current_term
+                    for j in range(n):
+                        if j != i and not votes >> j & 1:
+                            t = request_vote(state, i, j)
+                            if t is not None:
+                                if term < servers[j].current_term:
+                                    t = tidy_network(t, 1 << j)
+                                add(t)
+                                if steps is not None:
+                                    steps.append(Step("request_vote", i, j))
+        if fine and s.last_applied < s.commit_index:
+            t = apply(state, i)
+            if t is not None:
+                add(t)
+                if steps is not None:
+                    steps.append(Step("apply", i))
+        if state.restarts < bounds.max_restarts:
+            t = restart(state, i, mutant=mutant)
+            # A restart that changes nothing but the counter is not worth a state.
+            if t is not None and t.servers[i] != s:
+                add(tidy_network(t, 1 << i))
+                if steps is not None:
+                    steps.append(Step("restart", i))
+    previous: Message | None = None
+    for m in network:
+        if m == previous:
+            continue  # the bag is sorted: copies of a message are adjacent
+        previous = m
+        dest = m.dest
+        reply_to = 1 << m.source
+        was = servers[dest]
+        then = ()
+        if isinstance(m, AppendEntriesResponse):
+            choices = next_index_choices(state, m)
+            for choice in choices or (None,):
+                then = ()
+                t = handle_append_entries_response(state, m, choice)
+                if t is not None:
+                    if not fine and m.success:
+                        t, then = settle(t, dest, mutant=mutant)
+                    add(tidy_network(t, _moved(was, t.servers[dest]) << dest))
+                    if steps is not None:
+                        steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
+        else:
+            if isinstance(m, RequestVoteRequest):
+                t = handle_request_vote(state, m, mutant=mutant)
+            elif isinstance(m, AppendEntriesRequest):
+                t = handle_append_entries(state, m, mutant=mutant)
+                if not fine and t is not None:
+                    r = t.servers[dest]
+                    if r.last_applied < r.commit_index:
+                        t, then = settle(t, dest, mutant=mutant)
+            else:
+                t = handle_request_vote_response(state, m)
+                if not fine and m.vote_granted and t is not None:
+                    t, then = settle(t, dest, mutant=mutant)
+            if t is not None:
+                add(tidy_network(t, reply_to | _moved(was, t.servers[dest]) << dest))
+                if steps is not None:
+                    steps.append(Step("receive", dest, message=m, then=then))
+        t = drop_message(state, m)
+        if t is not None:
+            add(t)
+            if steps is not None:
+                steps.append(Step("drop_message", message=m))
+        if room:
+            t = duplicate_message(state, m)
+            if t is not None:
+                add(t)
+                if steps is not None:
+                    steps.append(Step("duplicate_message", message=m))
+    return out
+
+
+def next_states(state: State, bounds: Bounds, mutant: str | None = None) -> list[State]:
+    """Every state one enabled action away from ``state`` within ``bounds``."""
+    return _expand(state, bounds, mutant, None)
+
+
+def successors(state: State, bounds: Bounds, mutant: str | None = None) -> list[tuple[Step, State]]:
+    """Every enabled action within ``bounds``, with the state it leads to."""
+    steps: list[Step] = []
+    states = _expand(state, bounds, mutant, steps)
+    return list(zip(steps, states, strict=True))

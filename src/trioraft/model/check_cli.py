@@ -1,0 +1,204 @@
+"""``trioraft check``: explore the Figure 2 model exhaustively within bounds.
+
+Exit status: 0 no invariant violated, 1 a violation (the shortest
+counterexample is printed as a numbered story), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from .actions import Bounds
+from .checker import CheckResult, Progress, check
+from .invariants import INVARIANTS_BY_NAME
+from .mutants import MUTANTS
+from .story import format_trace
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+EXIT_USAGE = 2
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``trioraft check``'s options to ``parser``."""
+    parser.add_argument("--servers", type=_count, default=3, help="servers (default 3)")
+    parser.add_argument(
+        "--max-term",
+        type=_count,
+        default=2,
+        metavar="T",
+        help="no election beyond term T (default 2)",
+    )
+    parser.add_argument(
+        "--max-log",
+        type=_count,
+        default=1,
+        metavar="L",
+        help="no client request beyond L log entries (default 1)",
+    )
+    parser.add_argument(
+        "--max-msgs",
+        type=_count,
+        default=4,
+        metavar="M",
+        help="no send while M messages are in flight, copies included (default 4)",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=_count,
+        default=0,
+        metavar="R",
+        help="at most R server restarts in a run (default 0; each one multiplies the states ~5x)",
+    )
+    parser.add_argument(
+        "--values",
+        type=_count,
+        default=1,
+        metavar="V",
+        help="client requests carry a value in 1..V (default 1)",
+    )
+    parser.add_argument(
+        "--symmetry",
+        action="store_true",
+        help="count states equal up to renaming the servers once (fewer states, same verdict)",
+    )
+    parser.add_argument(
+        "--fine-grained",
+        action="store_true",
+        help="make BecomeLeader, AdvanceCommitIndex and Apply separate interleaved actions",
+    )
+    parser.add_argument(
+        "--mutant", metavar="NAME", help="plant a known Raft bug (see --list-mutants)"
+    )
+    parser.add_argument(
+        "--list-mutants", action="store_true", help="print the mutants' names, one per line"
+    )
+    parser.add_argument(
+        "--describe-mutants", action="store_true", help="print each mutant and what it breaks"
+    )
+    parser.add_argument(
+        "--max-states", type=_count, metavar="N", help="give up after N distinct states"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _usage_error(message: str) -> int:
+    print(f"trioraft check: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the check ``args`` describes; print the verdict; return the exit status."""
+    if getattr(args, "list_mutants", False):
+        for name in MUTANTS:
+            print(name)
+        return EXIT_OK
+    if getattr(args, "describe_mutants", False):
+        for name, text in MUTANTS.items():
+            print(f"{name}: {text}")
+        return EXIT_OK
+    if args.mutant is not None and args.mutant not in MUTANTS:
+        return _usage_error(
+            f"unknown mutant {args.mutant!r}; `trioraft check --list-mutants` names them: "
+            + ", ".join(MUTANTS)
+        )
+    for option in ("servers", "max_term", "max_log", "max_msgs", "max_restarts", "values"):
+        value = getattr(args, option)
+        if not isinstance(value, int) or value < 0:
+            flag = "--" + option.replace("_", "-")
+            return _usage_error(f"{flag} must be a whole number, not negative; got {value!r}")
+    if not 1 <= args.servers <= 9:
+        return _usage_error(f"--servers must be between 1 and 9, got {args.servers}")
+    if args.values < 1:
+        return _usage_error(f"--values must be at least 1, got {args.values}")
+    bounds = Bounds(
+        servers=args.servers,
+        max_term=args.max_term,
+        max_log=args.max_log,
+        max_msgs=args.max_msgs,
+        max_restarts=args.max_restarts,
+        values=args.values,
+        fine_grained=getattr(args, "fine_grained", False),
+    )
+    print(describe_bounds(bounds, args.mutant, args.symmetry))
+    sys.stdout.flush()
+    progress = None if getattr(args, "quiet", False) else _progress_printer(sys.stderr)
+    result = check(
+        bounds,
+        mutant=args.mutant,
+        symmetry=args.symmetry,
+        progress=progress,
+        max_states=getattr(args, "max_states", None),
+    )
+    print(format_result(result))
+    return EXIT_OK if result.ok else EXIT_VIOLATION
+
+
+def describe_bounds(bounds: Bounds, mutant: str | None, symmetry: bool) -> str:
+    text = (
+        f"checking {bounds.servers} servers, max term {bounds.max_term}, max log "
+        f"{bounds.max_log}, max msgs {bounds.max_msgs}, max restarts {bounds.max_restarts}, "
+        f"values {bounds.values}"
+    )
+    if bounds.fine_grained:
+        text += ", fine-grained"
+    if symmetry:
+        text += ", symmetry"
+    if mutant is not None:
+        text += f"\nmutant {mutant}: {MUTANTS[mutant]}"
+    return text
+
+
+def _progress_printer(stream: TextIO) -> ProgressPrinter:
+    return ProgressPrinter(stream)
+
+
+class ProgressPrinter:
+    """Prints one progress line per report: states, depth, states per second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, p: Progress) -> None:
+        print(
+            f"  {p.states:,} states, depth {p.depth}, {p.frontier:,} queued, "
+            f"{p.states_per_second:,.0f} states/s, {p.seconds:.0f} s",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def format_result(result: CheckResult) -> str:
+    """The verdict, the figures, and for a violation the shortest counterexample."""
+    figures = (
+        f"{result.states:,} distinct states, {result.transitions:,} transitions, depth "
+        f"{result.depth}, {result.seconds:.1f} s, {result.states_per_second:,.0f} states/s"
+    )
+    if result.violation is None:
+        if result.complete:
+            return f"no invariant violated: {figures}"
+        return f"stopped early (--max-states), no violation so far: {figures}"
+    name, problem = result.violation
+    steps = len(result.trace) - 1
+    summary = INVARIANTS_BY_NAME[name].summary if name in INVARIANTS_BY_NAME else ""
+    return "\n".join(
+        [
+            f"VIOLATION of {name}: {problem}",
+            f"  ({name}: {summary})",
+            f"  {figures}",
+            f"shortest counterexample, {steps} step{'s' if steps != 1 else ''}:",
+            format_trace(result.trace),
+        ]
+    )

@@ -1,0 +1,263 @@
+"""The model's state: Figure 2's variables as frozen tuples of ints, plus history.
+
+Rules of data layout
+--------------------
+Everything is a ``NamedTuple`` (frozen, slotted, hashable, compared by value),
+so a whole cluster state hashes to a 64-bit fingerprint (see
+``checker.Fingerprinter``) and two states are equal exactly when every field
+is.  The checker builds millions of them, so the hot paths construct them
+positionally with ``tuple.__new__`` and the fields hold only ints, tuples and
+opaque values; roles are small ints.
+
+Canonical forms keep equal situations equal: state a role does not use is
+reset to its empty value (``votes_granted`` is 0 unless candidate,
+``next_index``/``match_index``/``leader_log`` are ``()`` unless leader), the
+network is a sorted tuple (a bag: duplicates are repeated), and history
+records are sorted.
+
+History variables (never read by the Raft rules, only by the invariants) live
+in the state and are updated by the actions, so the trace validator and the
+checker see the same thing:
+
+- ``Server.led_terms``: every term in which this server became leader
+  (Election Safety is checked against this history, not only current leaders);
+- ``Server.leader_log``: while leader, the longest log it has held as leader
+  this term (Leader Append-Only compares it with the current log);
+- ``Server.applied``: every ``(index, term, value)`` this server ever applied,
+  kept across restarts (State Machine Safety);
+- ``State.committed``: every entry ever known committed by some server, with
+  the earliest term in which it was (Leader Completeness).
+
+The log is a tuple of entries, index 1 first (entry k is ``log[k - 1]``).
+Snapshots are not modelled yet; when they are, ``Server`` gains the snapshot's
+last index and term, and the places that index the log directly (``log[...]``
+and ``len(log)`` in actions.py, kept direct for speed) go through
+:func:`last_log_index`, :func:`last_log_term` and :func:`term_at`, which are
+the one place that will know about the offset.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, NamedTuple, TypeAlias
+
+FOLLOWER: Final = 0
+CANDIDATE: Final = 1
+LEADER: Final = 2
+ROLE_NAMES: Final = ("follower", "candidate", "leader")
+
+NOBODY: Final = -1
+"""``voted_for`` when the server has not voted in its current term."""
+
+Value: TypeAlias = int | str | bytes
+"""A client command, opaque to Raft: a small int in the checker, a digest in the
+validator.  Values must be hashable and ordered among themselves."""
+
+
+class Entry(NamedTuple):
+    """One log entry: the term in which a leader received it, and its value."""
+
+    term: int
+    value: Value
+
+
+Log: TypeAlias = tuple[Entry, ...]
+
+Applied: TypeAlias = tuple[int, int, Value]
+"""A record of applying one entry: ``(index, term, value)``."""
+
+Committed: TypeAlias = tuple[int, int, Value, int]
+"""A record of an entry known committed: ``(index, term, value, commit_term)``,
+``commit_term`` being the earliest current_term of a server that counted it
+committed (its commit_index reached ``index``)."""
+
+
+class Server(NamedTuple):
+    """One server: Figure 2's state, then this server's history variables."""
+
+    # Persistent state on all servers (kept by Restart).
+    current_term: int
+    voted_for: int  # NOBODY when none
+    log: Log
+    # Volatile state on all servers (lost by Restart).
+    role: int
+    commit_index: int
+    last_applied: int
+    # Volatile state on candidates: the servers that granted a vote, as a bitmask.
+    votes_granted: int
+    # Volatile state on leaders, indexed by server id (``()`` unless leader).
+    next_index: tuple[int, ...]
+    match_index: tuple[int, ...]
+    # History (see the module docstring).
+    leader_log: Log
+    led_terms: tuple[int, ...]
+    applied: tuple[Applied, ...]
+
+
+# Message kinds: the first field of every message, so messages of different
+# kinds sort apart and a bag of them has one canonical order.
+REQUEST_VOTE_REQUEST: Final = 0
+REQUEST_VOTE_RESPONSE: Final = 1
+APPEND_ENTRIES_REQUEST: Final = 2
+APPEND_ENTRIES_RESPONSE: Final = 3
+
+
+class RequestVoteRequest(NamedTuple):
+    """RequestVote RPC arguments (Figure 2); the candidate is ``source``."""
+
+    kind: Literal[0]
+    term: int
+    source: int
+    dest: int
+    last_log_term: int
+    last_log_index: int
+
+
+class RequestVoteResponse(NamedTuple):
+    """RequestVote RPC results (Figure 2)."""
+
+    kind: Literal[1]
+    term: int
+    source: int
+    dest: int
+    vote_granted: bool
+
+
+class AppendEntriesRequest(NamedTuple):
+    """AppendEntries RPC arguments (Figure 2); the leader is ``source``."""
+
+    kind: Literal[2]
+    term: int
+    source: int
+    dest: int
+    prev_log_index: int
+    prev_log_term: int
+    entries: Log
+    leader_commit: int
+
+
+class AppendEntriesResponse(NamedTuple):
+    """AppendEntries RPC results (Figure 2), with what the leader needs of its request.
+
+    On success ``match_index`` is the request's prev_log_index plus its number
+    of entries (the follower now agrees up to there) and ``prev_log_index`` is
+    0; on failure ``match_index`` is 0 and ``prev_log_index`` is the request's.
+    """
+
+    kind: Literal[3]
+    term: int
+    source: int
+    dest: int
+    success: bool
+    match_index: int
+    prev_log_index: int
+
+
+Message: TypeAlias = (
+    RequestVoteRequest | RequestVoteResponse | AppendEntriesRequest | AppendEntriesResponse
+)
+
+MESSAGE_NAMES: Final = ("RequestVote", "RequestVoteReply", "AppendEntries", "AppendEntriesReply")
+
+
+class State(NamedTuple):
+    """The whole cluster: servers, the network (a sorted bag), committed history."""
+
+    servers: tuple[Server, ...]
+    network: tuple[Message, ...]
+    committed: tuple[Committed, ...]
+    restarts: int
+
+
+_new = tuple.__new__
+
+
+def initial_server() -> Server:
+    """A server as it first boots: term 0, no vote, empty log, follower."""
+    return _new(Server, (0, NOBODY, (), FOLLOWER, 0, 0, 0, (), (), (), (), ()))
+
+
+def initial_state(servers: int) -> State:
+    """``servers`` fresh servers and an empty network."""
+    if servers < 1:
+        raise ValueError(f"a cluster needs at least 1 server, got {servers}")
+    return _new(State, ((initial_server(),) * servers, (), (), 0))
+
+
+def last_log_index(server: Server) -> int:
+    """The index of the server's last log entry, 0 when the log is empty."""
+    return len(server.log)
+
+
+def last_log_term(server: Server) -> int:
+    """The term of the server's last log entry, 0 when the log is empty."""
+    log = server.log
+    return log[-1].term if log else 0
+
+
+def term_at(log: Log, index: int) -> int | None:
+    """The term of the entry at ``index`` (0 for index 0), None past the end."""
+    if index == 0:
+        return 0
+    if index > len(log):
+        return None
+    return log[index - 1].term
+
+
+# --------------------------------------------------------------------- rendering
+
+
+def format_log(log: Log) -> str:
+    """``[1:t1=v1 2:t2=v5]``: index, term and value of each entry."""
+    return "[" + " ".join(f"{k}:t{e.term}={e.value!r}" for k, e in enumerate(log, 1)) + "]"
+
+
+def format_message(m: Message) -> str:
+    """One message in a line, e.g. ``AppendEntries 0->1 t2 prev 1/t1 [2:t2=1] commit 1``."""
+    if isinstance(m, RequestVoteRequest) and m.term == 0:
+        # The checker's canonical stale request (see actions.tidy_network).
+        return f"stale request {m.source}->{m.dest} (its reply only carries {m.dest}'s term)"
+    head = f"{MESSAGE_NAMES[m.kind]} {m.source}->{m.dest} t{m.term}"
+    if isinstance(m, RequestVoteRequest):
+        return f"{head} last {m.last_log_index}/t{m.last_log_term}"
+    if isinstance(m, RequestVoteResponse):
+        return f"{head} {'granted' if m.vote_granted else 'refused'}"
+    if isinstance(m, AppendEntriesRequest):
+        entries = " ".join(
+            f"{m.prev_log_index + k}:t{e.term}={e.value!r}" for k, e in enumerate(m.entries, 1)
+        )
+        return (
+            f"{head} prev {m.prev_log_index}/t{m.prev_log_term} [{entries}] "
+            f"commit {m.leader_commit}"
+        )
+    if m.success:
+        return f"{head} success match {m.match_index}"
+    return f"{head} failure at prev {m.prev_log_index}"
+
+
+def format_server(i: int, s: Server) -> str:
+    """One server in a line: role, term, vote, log, commit and apply indexes."""
+    voted = "-" if s.voted_for == NOBODY else str(s.voted_for)
+    text = (
+        f"s{i} {ROLE_NAMES[s.role]:<9} term {s.current_term} voted_for {voted} "
+        f"log {format_log(s.log)} commit {s.commit_index} applied {s.last_applied}"
+    )
+    if s.role == CANDIDATE:
+        votes = [str(k) for k in range(len(s.next_index) or 64) if s.votes_granted >> k & 1]
+        text += " votes {" + ",".join(votes) + "}"
+    elif s.role == LEADER:
+        text += f" next_index {list(s.next_index)} match_index {list(s.match_index)}"
+    return text
+
+
+def format_state(state: State, indent: str = "") -> str:
+    """The servers one per line, then the network, then the committed history."""
+    lines = [indent + format_server(i, s) for i, s in enumerate(state.servers)]
+    if state.network:
+        lines.append(indent + "network:")
+        lines.extend(indent + "  " + format_message(m) for m in state.network)
+    else:
+        lines.append(indent + "network: empty")
+    if state.committed:
+        known = " ".join(f"{i}:t{t}={v!r}(in t{c})" for i, t, v, c in state.committed)
+        lines.append(indent + "committed: " + known)
+    return "\n".join(lines)
