@@ -59,3 +59,25 @@ def test_the_installed_command_runs() -> None:
         check=False,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_check_lists_mutants_and_passes_small_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--list-mutants"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "commit-old-term-by-counting" in names and len(names) >= 5
+    assert main(["check", "--servers", "2", "--max-term", "2", "--max-log", "1",
+                 "--max-msgs", "1"]) == 0  # fmt: skip
+    assert "no invariant violated" in capsys.readouterr().out
+
+
+def test_check_catches_a_planted_bug(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "--servers", "3", "--max-term", "2", "--max-log", "0", "--max-msgs", "2",
+            "--max-restarts", "1", "--mutant", "forget-voted-for-on-restart"]  # fmt: skip
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "Election Safety" in out and "1." in out
+
+
+def test_check_refuses_an_unknown_mutant(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--mutant", "no-such-bug"]) == 2
+    assert "unknown mutant" in capsys.readouterr().err

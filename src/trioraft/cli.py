@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
+from .model import check_cli
+
 EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
@@ -86,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's execution trace (NDJSON, spec/TRACE.md) to PATH",
     )
     simulate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    check = commands.add_parser(
+        "check",
+        help="explore the Figure 2 model exhaustively and check its invariants",
+        description=(
+            "Explore every state of the Figure 2 model within the bounds, breadth first, "
+            "checking the invariants in each. On a violation, print the shortest "
+            "counterexample as a story and exit 1. --mutant plants a known Raft bug."
+        ),
+    )
+    check_cli.add_arguments(check)
     return parser
 
 
@@ -141,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "check":
+            return check_cli.run(args)
     except KeyboardInterrupt:
         print("trioraft: interrupted", file=sys.stderr)
         return 130
