@@ -23,3 +23,17 @@ def test_readme_opens_with_the_install_and_run_and_the_test_commands() -> None:
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
+
+
+def test_the_readme_library_example_runs(capsys: object) -> None:
+    import trio
+    import trio.testing
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.+?)```", text, re.S)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(code.group(1).replace("trio.run(main)", ""), namespace)
+    trio.run(namespace["main"], clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[arg-type]
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert out.count("1 {'set': 'x', 'to': 1}") == 3
