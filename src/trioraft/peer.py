@@ -234,6 +234,8 @@ class Raft:
             with scope:
                 await trio.sleep_forever()
             self._timer_scope = None
+            if self._killed:
+                return  # woken in the same instant as kill(): a dead peer holds no election
             if trio.current_time() >= self._election_deadline:
                 self._node.election_timeout()
                 self._after_step()
@@ -247,6 +249,8 @@ class Raft:
                 await wake.wait()
             term = node.current_term
             while node.is_leader and node.current_term == term:
+                if self._killed:
+                    return  # woken in the same instant as kill(): a dead peer sends nothing
                 self._send_to(peer)
                 with trio.move_on_after(interval):
                     while not self._should_send(peer, term):
@@ -292,9 +296,12 @@ class Raft:
 
     async def _call(self, peer: int, method: str, args: object) -> object | None:
         """Send one RPC to ``peer``; trace its sending and its reply's arrival."""
+        if self._killed:
+            return None  # started before kill() but not yet run: a dead peer sends nothing
         tracer = self._tracer
         if tracer is None:
-            return await self._peers[peer].call(method, args)
+            reply = await self._peers[peer].call(method, args)
+            return None if self._killed else reply
         message_id = tracer.next_message_id()
         tracer.event(
             self.me,
@@ -305,7 +312,9 @@ class Raft:
         )
         current_message_id.set(message_id)  # this task's own context: the transport reads it
         reply = await self._peers[peer].call(method, args)
-        if reply is not None and not self._killed:
+        if self._killed:
+            return None  # a dead peer handles no reply
+        if reply is not None:
             tracer.event(
                 self.me,
                 "receive",
@@ -317,8 +326,9 @@ class Raft:
 
     async def _applier(self) -> None:
         node = self._node
-        while True:
+        while not self._killed:
             message = node.next_apply()
+            self._emit_trace()  # the apply event belongs to this step, not the node's next one
             if message is None:
                 await self._apply_wake.wait()
                 continue
@@ -384,6 +394,7 @@ class Raft:
     def _after_step(self) -> None:
         node = self._node
         ready = node.take_ready()
+        self._emit_trace()  # the node's own events first: they happened before what follows
         if ready.election_timeout is not None:
             if ready.election_timeout == DISARMED:
                 deadline = math.inf
@@ -403,8 +414,11 @@ class Raft:
                     wake.set()
         if ready.commit_advanced:
             self._apply_wake.set()
+
+    def _emit_trace(self) -> None:
+        """Record the node's buffered events now, in the step that caused them."""
         if self._tracer is not None:
-            for event in node.take_trace():
+            for event in self._node.take_trace():
                 self._tracer.event(self.me, event.name, event.state, **_digested(event.fields))
 
     def _flush(self) -> None:
