@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
-from collections.abc import Sequence
-from typing import IO
+from collections.abc import Callable, Sequence
+from typing import IO, Any, TypeVar
 
 from .model import check_cli
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
+
+_T = TypeVar("_T")
 
 
 def _positive_int(text: str) -> int:
@@ -53,7 +56,10 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trioraft",
-        description="Raft for trio: simulate a cluster in virtual time.",
+        description=(
+            "Raft for trio: simulate a cluster in virtual time, validate its execution "
+            "traces against the Figure 2 model, model-check the model."
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -98,7 +104,71 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     check_cli.add_arguments(check)
+
+    validate = commands.add_parser(
+        "validate",
+        help="replay recorded execution traces through the Figure 2 model",
+        description=(
+            "Replay each execution trace (NDJSON, spec/TRACE.md) event by event through the "
+            "Figure 2 model (spec/MODEL.md): every step must be an action the model allows, "
+            "leave the node in the state the model computes, and keep every invariant. "
+            "Prints PATH: OK, or the first violation as PATH:LINE: event SEQ at node N: "
+            "RULE: expected X, logged Y. Exit status 0 if all are valid, 1 if one violates "
+            "the model, 2 if one is unreadable or malformed."
+        ),
+    )
+    validate.add_argument("traces", nargs="+", metavar="TRACE", help="trace files to check")
+    validate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
+
+
+PROGRESS_MIN_BYTES = 2_000_000
+"""Files at least this large show a progress bar while they are validated (on a TTY)."""
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .trace.reader import TraceFormatError
+    from .validate import ByteProgress, TraceVerdict, validate_file
+
+    status = EXIT_OK
+    for path in args.traces:
+
+        def run(report: ByteProgress | None, path: str = path) -> TraceVerdict:
+            return validate_file(path, report)
+
+        try:
+            verdict = _with_file_progress(path, not args.no_progress, run)
+        except TraceFormatError as exc:
+            print(f"trioraft validate: {exc}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        print(verdict.describe(), flush=True)
+        if not verdict.ok:
+            status = max(status, EXIT_VIOLATION)
+    return status
+
+
+def _with_file_progress(path: str, allowed: bool, run: Callable[[Any], _T]) -> _T:
+    """``run(progress)``, with a rich progress bar on stderr for a large file on a TTY."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    if not (allowed and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES):
+        return run(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(f"validating {os.path.basename(path)}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("validate", total=size)
+        return run(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -112,11 +182,39 @@ def _simulate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
+    from .validate import LiveValidation
+
+    live = None if trace_file is not None else LiveValidation(args.nodes)
     with trace_file if trace_file is not None else contextlib.nullcontext():
-        return _run_simulation(args, trace_file)
+        status = _run_simulation(args, trace_file, live)
+    return max(status, _check_simulated_trace(args, live))
 
 
-def _run_simulation(args: argparse.Namespace, trace_file: IO[bytes] | None) -> int:
+def _check_simulated_trace(args: argparse.Namespace, live: Any) -> int:
+    """Validate the run's own trace (the file written, or the events as recorded)."""
+    from .trace.reader import TraceFormatError
+    from .validate import validate_file
+
+    try:
+        if live is not None:
+            verdict = live.verdict()
+        else:
+            verdict = _with_file_progress(
+                args.trace, not args.no_progress, lambda report: validate_file(args.trace, report)
+            )
+    except TraceFormatError as exc:
+        print(f"trace: unreadable: {exc}")
+        return EXIT_VIOLATION
+    if verdict.ok:
+        print(f"trace: {verdict.result.events} events validated against the Figure 2 model")
+        return EXIT_OK
+    print(f"trace: {verdict.describe()}")
+    return EXIT_VIOLATION
+
+
+def _run_simulation(
+    args: argparse.Namespace, trace_file: IO[bytes] | None, listener: Any = None
+) -> int:
     from .sim.simulate import format_summary, run_simulation
 
     show_progress = not args.no_progress and sys.stderr.isatty() and args.duration >= 30
@@ -138,10 +236,16 @@ def _run_simulation(args: argparse.Namespace, trace_file: IO[bytes] | None) -> i
                 unreliable=args.unreliable,
                 progress=lambda done: bar.update(task, completed=done),
                 trace=trace_file,
+                listener=listener,
             )
     else:
         result = run_simulation(
-            args.seed, args.nodes, args.duration, unreliable=args.unreliable, trace=trace_file
+            args.seed,
+            args.nodes,
+            args.duration,
+            unreliable=args.unreliable,
+            trace=trace_file,
+            listener=listener,
         )
     print(format_summary(result))
     return EXIT_OK if result.failure is None else EXIT_VIOLATION
@@ -155,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "check":
             return check_cli.run(args)
+        if args.command == "validate":
+            return _validate(args)
     except KeyboardInterrupt:
         print("trioraft: interrupted", file=sys.stderr)
         return 130

@@ -31,7 +31,7 @@ event at a time) share one definition of Raft.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from typing import NamedTuple
 
 from .mutants import (
@@ -144,12 +144,22 @@ def _record_commits(
     """History: entries old+1..new of ``log`` are known committed in ``term``."""
     for index in range(old + 1, new + 1):
         entry = log[index - 1]
-        for pos, (c_index, c_term, c_value, c_in) in enumerate(committed):
-            if c_index == index and c_term == entry.term and c_value == entry.value:
-                if c_in > term:
-                    rest = committed[:pos] + committed[pos + 1 :]
-                    committed = tuple(sorted((*rest, (index, entry.term, entry.value, term))))
+        # ``committed`` is sorted, and (index,) sorts before every record of that
+        # index: only the records from the bisection point on can match.
+        pos = bisect_left(committed, (index,))
+        size = len(committed)
+        while pos < size:
+            c_index, c_term, c_value, _ = committed[pos]
+            if c_index != index:
+                pos = size
+            elif c_term == entry.term and c_value == entry.value:
                 break
+            else:
+                pos += 1
+        if pos < size:
+            if committed[pos][3] > term:
+                rest = committed[:pos] + committed[pos + 1 :]
+                committed = tuple(sorted((*rest, (index, entry.term, entry.value, term))))
         else:
             record = (index, entry.term, entry.value, term)
             if not committed or committed[-1] < record:
@@ -599,8 +609,11 @@ def apply(state: State, i: int) -> State | None:
     applied = s.applied
     if not applied or applied[-1] < record:
         applied = (*applied, record)
-    elif record not in applied:
-        applied = tuple(sorted((*applied, record)))
+    else:
+        # ``applied`` is sorted: bisect instead of scanning it for ``record``.
+        k = bisect_left(applied, record)
+        if k == len(applied) or applied[k] != record:
+            applied = tuple(sorted((*applied, record)))
     server = _new(
         Server,
         (

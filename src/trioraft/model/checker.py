@@ -221,9 +221,7 @@ class Fingerprinter:
                     _new(type(m), (*m[:2], new_name[m[2]], new_name[m[3]], *m[4:]))
                     for m in state.network
                 )
-                candidate = _new(
-                    State, (renamed, tuple(network), state.committed, state.restarts)
-                )
+                candidate = _new(State, (renamed, tuple(network), state.committed, state.restarts))
             fp = hash((renamed_hash, candidate.network, state.committed, state.restarts))
             if best is None or fp < best[0]:
                 best = (fp, candidate, renamed_hash)

@@ -97,10 +97,12 @@ def run_simulation(
     unreliable: bool = False,
     progress: Callable[[float], None] | None = None,
     trace: IO[bytes] | None = None,
+    listener: Callable[[dict[str, Any]], None] | None = None,
 ) -> SimulationResult:
     """Run one simulation to completion (its own ``trio.run``, in virtual time).
 
-    Its trace is written to ``trace`` (an open binary file) as it is recorded.
+    Its trace is written to ``trace`` (an open binary file) as it is recorded,
+    and each event record is handed to ``listener`` (e.g. a live validator).
     """
     if nodes < 1:
         raise ValueError("--nodes must be at least 1")
@@ -115,6 +117,7 @@ def run_simulation(
             result,
             progress,
             trace,
+            listener,
             clock=trio.testing.MockClock(autojump_threshold=0),
         )
     except TestFailure as failure:
@@ -128,6 +131,7 @@ async def _simulate(
     result: SimulationResult,
     progress: Callable[[float], None] | None,
     sink: IO[bytes] | None,
+    listener: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     cfg_ref: list[Cluster] = []
     observer = _Observer(result, cfg_ref)
@@ -138,6 +142,7 @@ async def _simulate(
         observer=observer,
         sink=sink,
         keep=False,
+        listener=listener,
     )
     result.recorder = recorder
     async with open_cluster(

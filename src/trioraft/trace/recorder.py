@@ -59,12 +59,14 @@ class TraceRecorder:
         sink: IO[bytes] | None = None,
         keep: bool = True,
         observer: Callable[[int, str, tuple[Any, ...] | None, dict[str, Any]], None] | None = None,
+        listener: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.nodes = nodes
         self._encoder = msgspec.json.Encoder()
         self._sink = sink
         self._keep = keep
         self._observer = observer
+        self._listener = listener  # gets every event record as written (not the header)
         self.records: list[dict[str, Any]] = []  # kept in memory (keep=True), header first
         self.events = 0
         self._message_ids = 0
@@ -77,6 +79,7 @@ class TraceRecorder:
         }
         if meta:
             header["meta"] = meta
+        self._header = header
         self._write(header)
 
     def next_message_id(self) -> int:
@@ -103,6 +106,8 @@ class TraceRecorder:
             record["state"] = dict(zip(STATE_FIELDS, state, strict=True))
         record.update(fields)
         self._write(record)
+        if self._listener is not None:
+            self._listener(record)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._keep:
@@ -112,7 +117,7 @@ class TraceRecorder:
 
     @property
     def header(self) -> dict[str, Any]:
-        return self.records[0]
+        return self._header
 
     def dump(self, path: str) -> None:
         """Write the kept records to ``path`` as NDJSON."""

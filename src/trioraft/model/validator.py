@@ -1,0 +1,1215 @@
+"""Trace validation: replay an implementation's recorded run through the Figure 2 model.
+
+Rules of operation
+------------------
+The input is plain data, exactly as ``spec/TRACE.md`` describes it: the
+header dict and the event dicts, in ``seq`` order (the glue in
+``trioraft.validate`` reads files; this module imports nothing of trioraft
+outside :mod:`trioraft.model`).  The output is a :class:`Result`: how many
+events and steps were replayed and the first :class:`Violation`, if any.
+
+- **Steps.**  Events of one synchronous trio step are contiguous.  A step
+  starts at a *starter* (``init``, ``crash``, ``timeout``, ``receive``,
+  ``client_request``, ``snapshot``, ``apply``, ``apply_snapshot``, ``drop``, a
+  ``send`` of a request, a lone ``persist``) and takes the *follow-ups* of the
+  same node that come after it (``term_update``, ``become_*``, ``vote``,
+  ``append``, ``commit``, ``install_snapshot``, ``persist``, a ``send`` of a
+  reply).
+- **One model action per starter**, the follow-ups checked against it (or, for
+  ``become_leader`` and a leader's ``commit``, taken as the next action).  The
+  model state is always a single state: every choice Figure 2 leaves open is
+  named by the trace (how many entries, which commit index, which value) or
+  fixed by a later event (a leader's nextIndex after a rejection is read off
+  its next AppendEntries), so no set of candidate states is ever needed.
+- **After every step**, the node's logged ``state`` must equal the model's
+  server (term, role, voted_for, commit_index, last_applied, last_index,
+  last_term, and the snapshot the trace said it took), and every invariant of
+  the registry (:data:`~.invariants.INVARIANTS`) must hold.
+- **Messages** are paired by ``id``: a ``send`` records the model's message
+  (which must equal the trace's), a ``receive`` delivers that message (a
+  receive of an id never sent, or of an altered message, is a violation).
+  The implementation builds a request before it records the ``send`` (a
+  ``send`` may come a few steps later), so a request is checked against the
+  sender's state when it was last a candidate or leader of the message's term
+  if it no longer is, and against its commitIndex of any time in that term.
+- **Durability** (Figure 2: "updated on stable storage before responding"): a
+  ``persist`` saves the node's term, vote, log and snapshot; a crash loses the
+  rest; a reply must be sent only from saved state and a request only with
+  saved terms and entries; a restarted node must report the saved state.
+- **Snapshots** (Figure 13) keep the model's log whole: a ``snapshot`` only
+  checks its index and term; an ``InstallSnapshot`` is replayed as the
+  AppendEntries from index 1 carrying the leader's entries up to its last
+  included index (or, for a chunk the follower did not complete, as the
+  heartbeat it is to the follower's term and role); ``apply_snapshot`` and a
+  restart with a snapshot use :func:`~.actions.apply_snapshot` and
+  :func:`~.actions.restore_snapshot`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .actions import (
+    advance_commit_index,
+    append_entries,
+    apply,
+    apply_snapshot,
+    become_leader,
+    client_request,
+    commit_index_limit,
+    drop_message,
+    handle_append_entries,
+    handle_append_entries_response,
+    handle_request_vote,
+    handle_request_vote_response,
+    request_vote,
+    restart,
+    restore_snapshot,
+    timeout,
+)
+from .incremental import Watch
+from .invariants import INVARIANTS, Invariant, first_violation
+from .state import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    MESSAGE_NAMES,
+    NOBODY,
+    ROLE_NAMES,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    Entry,
+    Log,
+    Message,
+    RequestVoteRequest,
+    RequestVoteResponse,
+    Server,
+    State,
+    format_log,
+    format_message,
+    initial_state,
+)
+
+Event = Mapping[str, Any]
+Progress = Callable[[int, int], None]
+"""``progress(events_done, events_total)``, called every :data:`PROGRESS_EVERY` events."""
+
+PROGRESS_EVERY = 4096
+
+STARTERS = frozenset(
+    {
+        "init",
+        "crash",
+        "timeout",
+        "receive",
+        "client_request",
+        "snapshot",
+        "apply",
+        "apply_snapshot",
+        "drop",
+    }
+)
+FOLLOW_UPS = frozenset(
+    {
+        "term_update",
+        "become_follower",
+        "become_candidate",
+        "become_leader",
+        "vote",
+        "append",
+        "commit",
+        "install_snapshot",
+        "persist",
+    }
+)
+REQUESTS = frozenset({"RequestVote", "AppendEntries", "InstallSnapshot"})
+REPLIES = frozenset({"RequestVoteReply", "AppendEntriesReply", "InstallSnapshotReply"})
+KNOWN_EVENTS = STARTERS | FOLLOW_UPS | {"send"}
+
+_new = tuple.__new__
+
+
+class Violation(NamedTuple):
+    """The first event the model does not allow: where, which rule, and how."""
+
+    seq: int
+    line: int | None
+    node: int
+    event: str
+    rule: str
+    expected: str
+    logged: str
+
+    def describe(self) -> str:
+        """``event SEQ at node N: RULE: expected X, logged Y``."""
+        return (
+            f"event {self.seq} at node {self.node}: {self.rule}: "
+            f"expected {self.expected}, logged {self.logged}"
+        )
+
+
+class Result(NamedTuple):
+    """What a validation found: the events and steps replayed, the first violation."""
+
+    events: int
+    steps: int
+    violation: Violation | None
+    candidates: int = 1
+    """The most candidate model states held at once (always 1: see the module doc)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+class TraceError(ValueError):
+    """An event the validator cannot read (a missing or ill-typed field)."""
+
+    def __init__(self, seq: int, line: int | None, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}" if line is not None else problem)
+        self.seq = seq
+        self.line = line
+        self.problem = problem
+
+
+class _Broken(Exception):
+    """A rule the current event breaks (turned into a :class:`Violation`)."""
+
+    def __init__(self, rule: str, expected: str, logged: str) -> None:
+        super().__init__(rule)
+        self.rule = rule
+        self.expected = expected
+        self.logged = logged
+
+
+class _Durable(NamedTuple):
+    """What a node last saved (its ``persist``): Figure 2's persistent state and its
+    snapshot's last included index and term."""
+
+    term: int
+    voted_for: int
+    log: Log
+    snapshot_index: int
+    snapshot_term: int
+
+
+class _SnapshotSent(NamedTuple):
+    """An InstallSnapshot chunk as sent, and the two AppendEntries it may stand for."""
+
+    fields: tuple[Any, ...]  # term, last_included_index, last_included_term, offset, len, done
+    full: AppendEntriesRequest  # the follower completes the snapshot
+    empty: AppendEntriesRequest  # it does not (a chunk, or out of order)
+    total: int  # offset + data_len: what the follower must report to have it all
+    done: bool
+
+
+_FRESH = _Durable(0, NOBODY, (), 0, 0)
+
+# ----------------------------------------------------------------- public entry point
+
+
+def validate(
+    header: Mapping[str, Any],
+    events: Sequence[Event],
+    *,
+    lines: Sequence[int] | None = None,
+    progress: Progress | None = None,
+    invariants: tuple[Invariant, ...] = INVARIANTS,
+    mode: str = "incremental",
+) -> Result:
+    """Replay ``events`` (a trace's events after its ``header``) through the model.
+
+    ``lines`` gives each event's line in its file (for the violation's
+    location).  ``invariants`` are checked after every step: ``mode``
+    "incremental" checks what the step changed (:class:`~.incremental.Watch`),
+    "full" evaluates every invariant on the whole state (slow on long traces),
+    "verify" does both and asserts they agree.  Raises :class:`TraceError` for
+    an event that lacks a field the replay needs; any other departure from the
+    model is the result's violation.
+    """
+    validator = Validator(header, invariants=invariants, mode=mode)
+    total = len(events)
+    feed = validator.feed
+    for k, event in enumerate(events):
+        if feed(event, lines[k] if lines is not None else None) is not None:
+            break
+        if progress is not None and k % PROGRESS_EVERY == 0 and k:
+            progress(k, total)
+    result = validator.finish()
+    if progress is not None:
+        progress(total, total)
+    return result
+
+
+class Validator:
+    """The streaming form of :func:`validate`: ``feed`` events one by one (each is
+    replayed once its step is complete), then ``finish``.  Holds one step of
+    events at a time, so a trace of any length validates in bounded memory."""
+
+    def __init__(
+        self,
+        header: Mapping[str, Any],
+        *,
+        invariants: tuple[Invariant, ...] = INVARIANTS,
+        mode: str = "incremental",
+    ) -> None:
+        if mode not in ("incremental", "full", "verify"):
+            raise ValueError(f"mode must be incremental, full or verify, not {mode!r}")
+        nodes = header.get("nodes")
+        if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+            raise TraceError(0, 1, f"header field 'nodes' must be a positive integer: {nodes!r}")
+        self._replay = _Replay(nodes, invariants, mode)
+        self._step: list[Event] = []
+        self._lines: list[int | None] = []
+        self._done = 0  # events of the steps replayed so far
+        self.steps = 0
+        self.violation: Violation | None = None
+
+    @property
+    def events(self) -> int:
+        """Events fed so far (up to the violating one, once there is a violation)."""
+        return self._done + len(self._step)
+
+    def feed(self, event: Event, line: int | None = None) -> Violation | None:
+        """Take the next event; the violation, as soon as one is found (then sticky)."""
+        if self.violation is not None:
+            return self.violation
+        step = self._step
+        if step:
+            try:
+                node = step[0]["node"]
+                same = event["node"] == node and (
+                    event["msg"]["type"] in REPLIES
+                    if event["event"] == "send"
+                    else event["event"] in FOLLOW_UPS
+                )
+            except (KeyError, TypeError) as exc:
+                raise _malformed(event, line, exc) from None
+            if not same:
+                self._run()
+                if self.violation is not None:
+                    return self.violation
+        step.append(event)
+        self._lines.append(line)
+        return None
+
+    def finish(self) -> Result:
+        """Replay the last step; the result of the whole trace."""
+        if self._step and self.violation is None:
+            self._run()
+        return Result(self.events, self.steps, self.violation)
+
+    def _run(self) -> None:
+        step, lines = self._step, self._lines
+        replay = self._replay
+        replay.at = 0
+        try:
+            replay.run_step(step, 0, len(step))
+        except _Broken as broken:
+            at = replay.at
+            event = step[at]
+            self.violation = Violation(
+                event["seq"],
+                lines[at],
+                event["node"],
+                event["event"],
+                broken.rule,
+                broken.expected,
+                broken.logged,
+            )
+            self.steps += 1
+            del step[at + 1 :]
+            return
+        except TraceError as exc:
+            raise TraceError(exc.seq, lines[replay.at], exc.problem) from None
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise _malformed(step[replay.at], lines[replay.at], exc) from None
+        self.steps += 1
+        self._done += len(step)
+        step.clear()
+        lines.clear()
+
+
+def _malformed(event: Any, line: int | None, exc: Exception) -> TraceError:
+    seq = event.get("seq", 0) if isinstance(event, Mapping) else 0
+    what = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+    return TraceError(seq, line, f"event {seq} is malformed: {what}")
+
+
+# ----------------------------------------------------------------- conversions
+
+
+def _role(s: Server) -> str:
+    return ROLE_NAMES[s.role]
+
+
+def _vote(voted_for: Any) -> int:
+    return NOBODY if voted_for is None else int(voted_for)
+
+
+def _show_vote(voted_for: int) -> str:
+    return "null" if voted_for == NOBODY else str(voted_for)
+
+
+def _last_term(log: Log) -> int:
+    return log[-1].term if log else 0
+
+
+def _term_at(log: Log, index: int) -> int | None:
+    if index == 0:
+        return 0
+    if index > len(log):
+        return None
+    return log[index - 1].term
+
+
+# ----------------------------------------------------------------- the replay
+
+
+class _Replay:
+    """The model state and what the trace has told so far (ids, saved state)."""
+
+    def __init__(self, nodes: int, invariants: tuple[Invariant, ...], mode: str) -> None:
+        self.n = nodes
+        self.state: State = initial_state(nodes)
+        self.invariants = invariants
+        self.watch = (
+            None if mode == "full" else Watch(self.state, invariants, verify=mode == "verify")
+        )
+        self.fresh: list[Message] = []  # messages put in flight by the current step
+        self.commit_before = 0  # the receiver's commitIndex before the current request
+        self.at = 0  # index of the event being replayed
+        self.started = [False] * nodes
+        self.up = [False] * nodes
+        self.saved: list[_Durable] = [_FRESH] * nodes
+        self.snapshot: list[tuple[int, int]] = [(0, 0)] * nodes  # in memory: index, term
+        self.requests: dict[int, Message] = {}  # id -> the model's request, as sent
+        self.snapshots_sent: dict[int, _SnapshotSent] = {}
+        self.replies: dict[int, Message] = {}  # id -> the model's reply, as sent
+        self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
+        self.reign: list[Server | None] = [None] * nodes  # last self as leader
+        self.entries: dict[tuple[int, str], Entry] = {}  # interned entries
+        self.starters: dict[str, Callable[[Sequence[Event], int, int], str]] = {
+            "init": self._init,
+            "crash": self._crash,
+            "timeout": self._timeout,
+            "receive": self._receive,
+            "client_request": self._client_request,
+            "snapshot": self._snapshot,
+            "apply": self._apply,
+            "apply_snapshot": self._apply_snapshot,
+            "drop": self._drop,
+            "send": self._send,
+            "persist": self._lone,
+        }
+
+    # ------------------------------------------------------------ steps
+
+    def run_step(self, events: Sequence[Event], start: int, end: int) -> None:
+        """Replay events[start:end] (one step), then check the state and invariants."""
+        first = events[start]
+        name = first["event"]
+        node = first["node"]
+        handler = self.starters.get(name)
+        if handler is None:
+            if name in KNOWN_EVENTS:
+                raise _Broken(
+                    "Trace order",
+                    "a starter (receive, timeout, ...) before it in the same step",
+                    f"{name} on its own",
+                )
+            raise TraceError(first["seq"], None, f"unknown event {name!r}")
+        if node < 0 and name != "drop":
+            raise TraceError(first["seq"], None, f"{name} at node {node}: only drops are")
+        if node >= 0:
+            if node >= self.n:
+                raise TraceError(first["seq"], None, f"node {node} is not one of {self.n}")
+            if name != "init" and not self.up[node]:
+                raise _Broken("Crash", "no event at a node that is down", name)
+        before = self.state
+        self.fresh.clear()
+        rule = handler(events, start, end)
+        self.at = end - 1
+        if node >= 0 and name != "crash":
+            self._compare(node, events[end - 1]["state"], rule)
+            s = self.state.servers[node]
+            if s.role == LEADER:
+                self.reign[node] = s
+            elif s.role == CANDIDATE:
+                self.campaign[node] = s
+        self._check_invariants(before)
+
+    def _follow_ups(
+        self, events: Sequence[Event], start: int, end: int, reply: Message | None = None
+    ) -> None:
+        """Check (or take) the follow-up events of a step against the model."""
+        for k in range(start + 1, end):
+            self.at = k
+            e = events[k]
+            name = e["event"]
+            i = e["node"]
+            if name == "persist":
+                self._save(i)
+            elif name == "send":
+                self._send_reply(e, reply)
+            elif name == "commit":
+                self._commit(i, e["index"])
+            elif name == "become_leader":
+                self._become_leader(i)
+            else:
+                self._check_follow_up(e, i, name, reply)
+
+    def _check_follow_up(self, e: Event, i: int, name: str, reply: Message | None) -> None:
+        s = self.state.servers[i]
+        if name == "term_update":
+            if s.current_term != e["new_term"]:
+                raise _Broken(
+                    "All Servers: a higher term makes a follower",
+                    f"term {s.current_term}",
+                    f"new_term {e['new_term']}",
+                )
+        elif name == "become_follower":
+            if s.role != FOLLOWER:
+                raise _Broken("Become follower", f"a {_role(s)}", "become_follower")
+        elif name == "become_candidate":
+            if s.role != CANDIDATE:
+                raise _Broken("Timeout: become candidate", f"a {_role(s)}", "become_candidate")
+        elif name == "vote":
+            self._check_vote(e, reply)
+        elif name == "append":
+            if e["index"] <= self.commit_before:
+                raise _Broken(
+                    "AppendEntries receiver rule 3",
+                    f"no entry up to commitIndex {self.commit_before} deleted or overwritten",
+                    f"append of {e['count']} entries from index {e['index']} "
+                    "(a committed entry overwritten)",
+                )
+            last = e["index"] + e["count"] - 1
+            if last != len(s.log):
+                raise _Broken(
+                    "AppendEntries receiver rules 3-4",
+                    f"log ending at {len(s.log)}",
+                    f"append of {e['count']} entries from {e['index']}",
+                )
+        elif name == "install_snapshot":
+            self._check_install(i, e["index"], e["snapshot_term"])
+        else:
+            raise _Broken("Trace order", "a follow-up of the step", name)
+
+    # ------------------------------------------------------------ state checks
+
+    def _compare(self, i: int, logged: Mapping[str, Any], rule: str) -> None:
+        """The node's logged state after the step against the model's server."""
+        s = self.state.servers[i]
+        log = s.log
+        if logged["term"] != s.current_term:
+            raise _Broken(rule, f"term {s.current_term}", f"term {logged['term']}")
+        if logged["role"] != ROLE_NAMES[s.role]:
+            raise _Broken(rule, f"role {_role(s)}", f"role {logged['role']}")
+        if _vote(logged["voted_for"]) != s.voted_for:
+            raise _Broken(
+                rule, f"voted_for {_show_vote(s.voted_for)}", f"voted_for {logged['voted_for']}"
+            )
+        if logged["commit_index"] != s.commit_index:
+            raise _Broken(
+                rule, f"commit_index {s.commit_index}", f"commit_index {logged['commit_index']}"
+            )
+        if logged["last_applied"] != s.last_applied:
+            raise _Broken(
+                rule, f"last_applied {s.last_applied}", f"last_applied {logged['last_applied']}"
+            )
+        if logged["last_index"] != len(log):
+            raise _Broken(rule, f"last_index {len(log)}", f"last_index {logged['last_index']}")
+        last_term = log[-1].term if log else 0
+        if logged["last_term"] != last_term:
+            raise _Broken(rule, f"last_term {last_term}", f"last_term {logged['last_term']}")
+        index, term = self.snapshot[i]
+        if logged["snapshot_index"] != index or logged["snapshot_term"] != term:
+            raise _Broken(
+                "Snapshot",
+                f"snapshot {index}/t{term}",
+                f"snapshot {logged['snapshot_index']}/t{logged['snapshot_term']}",
+            )
+
+    def _check_invariants(self, before: State) -> None:
+        """Every invariant of the registry holds after the step."""
+        state = self.state
+        if state is before:
+            return
+        if self.watch is None:
+            found = first_violation(state, self.invariants)
+        else:
+            found = self.watch.check(before, state, self.fresh)
+        if found is not None:
+            name, problem = found
+            summary = next(inv.summary for inv in self.invariants if inv.name == name)
+            raise _Broken(name, summary, problem)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _init(self, events: Sequence[Event], start: int, end: int) -> str:
+        """A node starts: fresh at the beginning, else Restart from what it saved."""
+        e = events[start]
+        i = e["node"]
+        if self.up[i]:
+            self._lose_unsaved(i)  # started again without a crash event: a crash
+        restored = bool(e["restored"])
+        saved = self.saved[i]
+        if not self.started[i]:
+            self.started[i] = True
+            if restored:
+                raise _Broken("Restart", "a fresh first start", "a restored state")
+        elif not restored and saved != _FRESH:
+            raise _Broken(
+                "Restart: persistent state",
+                f"the saved state (term {saved.term}, log of {len(saved.log)})",
+                "a fresh start",
+            )
+        self._check_restored_log(i, e["log"], saved)
+        self.snapshot[i] = (saved.snapshot_index, saved.snapshot_term)
+        if saved.snapshot_index:
+            t = restore_snapshot(self.state, i, saved.snapshot_index)
+            if t is None:
+                raise _Broken(
+                    "Restart: snapshot",
+                    "a snapshot of entries known committed",
+                    f"snapshot up to {saved.snapshot_index} holding uncommitted entries",
+                )
+            self.state = t
+        self.up[i] = True
+        self._follow_ups(events, start, end)
+        return "Restart"
+
+    def _check_restored_log(self, i: int, logged: Sequence[Any], saved: _Durable) -> None:
+        """The log a restarted node reports is the one it saved (after its snapshot)."""
+        first = saved.snapshot_index
+        entries = saved.log[first:]
+        for k in range(max(len(entries), len(logged))):
+            mine = f"t{entries[k].term}={entries[k].value!r}" if k < len(entries) else "none"
+            theirs = f"t{logged[k][0]}={logged[k][1]!r}" if k < len(logged) else "none"
+            if mine != theirs:
+                index = first + k + 1
+                raise _Broken(
+                    "Restart: persistent state",
+                    f"the saved log: {len(saved.log)} entries, entry {index} {mine}",
+                    f"{first + len(logged)} entries, entry {index} {theirs}",
+                )
+
+    def _crash(self, events: Sequence[Event], start: int, end: int) -> str:
+        """A node is killed: what it did not save is lost (Restart happens here)."""
+        e = events[start]
+        i = e["node"]
+        self._compare(i, e["state"], "Crash")
+        self._lose_unsaved(i)
+        self.up[i] = False
+        self._follow_ups(events, start, end)
+        return "Crash"
+
+    def _lose_unsaved(self, i: int) -> None:
+        s = self.state.servers[i]
+        saved = self.saved[i]
+        if (s.current_term, s.voted_for, s.log) != saved[:3]:
+            s = s._replace(current_term=saved.term, voted_for=saved.voted_for, log=saved.log)
+            self.state = self._with(i, s)
+        t = restart(self.state, i)
+        assert t is not None  # restart is always enabled
+        self.state = t
+        self.snapshot[i] = (saved.snapshot_index, saved.snapshot_term)
+
+    def _save(self, i: int) -> None:
+        s = self.state.servers[i]
+        index, term = self.snapshot[i]
+        self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
+
+    def _lone(self, events: Sequence[Event], start: int, end: int) -> str:
+        self._save(events[start]["node"])
+        self._follow_ups(events, start, end)
+        return "Persist"
+
+    # ------------------------------------------------------------ elections
+
+    def _timeout(self, events: Sequence[Event], start: int, end: int) -> str:
+        """Followers/Candidates: the election timeout elapses: start an election."""
+        i = events[start]["node"]
+        t = timeout(self.state, i)
+        if t is None:
+            raise _Broken("Timeout", "a follower or candidate", "a leader's election timeout")
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "Timeout"
+
+    def _become_leader(self, i: int) -> None:
+        t = become_leader(self.state, i)
+        if t is None:
+            s = self.state.servers[i]
+            if s.role != CANDIDATE:
+                raise _Broken("BecomeLeader", "a candidate", f"a {_role(s)} becoming leader")
+            votes = [k for k in range(self.n) if s.votes_granted >> k & 1]
+            needed = f"votes from a majority ({self.n // 2 + 1} of {self.n})"
+            term = s.current_term
+            rivals = [k for k, o in enumerate(self.state.servers) if term in o.led_terms]
+            if rivals:
+                raise _Broken(
+                    "ElectionSafety",
+                    f"one leader per term: server {rivals[0]} leads term {term}, and "
+                    f"server {i} lacks {needed}",
+                    f"server {i} becomes a second leader of term {term} with votes from {votes}",
+                )
+            raise _Broken("BecomeLeader", needed, f"votes from {votes} in term {term}")
+        self.state = t
+
+    def _check_vote(self, e: Event, reply: Message | None) -> None:
+        if not isinstance(reply, RequestVoteResponse):
+            raise _Broken("Trace order", "a vote only while handling a RequestVote", "vote")
+        if e["candidate"] != reply.dest or bool(e["granted"]) != reply.vote_granted:
+            voter = self.state.servers[reply.source]
+            why = ""
+            if not reply.vote_granted and voter.voted_for not in (NOBODY, reply.dest):
+                why = f" (it voted for {voter.voted_for} in term {voter.current_term})"
+            raise _Broken(
+                "RequestVote receiver",
+                f"vote {'granted' if reply.vote_granted else 'refused'} to {reply.dest}{why}",
+                f"vote {'granted' if e['granted'] else 'refused'} to {e['candidate']}",
+            )
+
+    # ------------------------------------------------------------ client, commit, apply
+
+    def _client_request(self, events: Sequence[Event], start: int, end: int) -> str:
+        """Leaders: a command from a client is appended to the local log."""
+        e = events[start]
+        i = e["node"]
+        s = self.state.servers[i]
+        t = client_request(self.state, i, e["digest"])
+        if t is None:
+            raise _Broken("ClientRequest", "a leader", f"a {_role(s)} appending a command")
+        if e["index"] != len(s.log) + 1 or e["term"] != s.current_term:
+            raise _Broken(
+                "ClientRequest",
+                f"entry {len(s.log) + 1} of term {s.current_term}",
+                f"entry {e['index']} of term {e['term']}",
+            )
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "ClientRequest"
+
+    def _commit(self, i: int, index: int) -> None:
+        """Leaders: AdvanceCommitIndex; others: commitIndex from AppendEntries rule 5."""
+        s = self.state.servers[i]
+        if s.role != LEADER:
+            if s.commit_index != index:
+                raise _Broken(
+                    "AppendEntries receiver rule 5",
+                    f"commit_index {s.commit_index}",
+                    f"commit of index {index}",
+                )
+            return
+        t = advance_commit_index(self.state, i, index)
+        if t is None:
+            limit = commit_index_limit(self.state, i)
+            raise _Broken(
+                "AdvanceCommitIndex",
+                f"commitIndex {s.commit_index} < N <= {limit} (replicated on a majority) "
+                f"with log[N].term == {s.current_term}",
+                f"commit of index {index}",
+            )
+        self.state = t
+
+    def _apply(self, events: Sequence[Event], start: int, end: int) -> str:
+        """All Servers: if commitIndex > lastApplied, apply log[lastApplied + 1]."""
+        e = events[start]
+        i = e["node"]
+        s = self.state.servers[i]
+        index = s.last_applied + 1
+        if e["index"] != index:
+            raise _Broken(
+                "Apply", f"index {index} (lastApplied + 1)", f"apply of index {e['index']}"
+            )
+        if index > s.commit_index:
+            raise _Broken(
+                "Apply", f"an index <= commitIndex {s.commit_index}", f"apply of index {index}"
+            )
+        entry = s.log[index - 1]
+        if e["term"] != entry.term or e["digest"] != entry.value:
+            raise _Broken(
+                "Apply",
+                f"entry {index}:t{entry.term}={entry.value!r}",
+                f"entry {index}:t{e['term']}={e['digest']!r}",
+            )
+        t = apply(self.state, i)
+        assert t is not None
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "Apply"
+
+    # ------------------------------------------------------------ snapshots
+
+    def _snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
+        """The service compacted the log up to an index it applied (no logical change)."""
+        e = events[start]
+        i = e["node"]
+        index = e["index"]
+        s = self.state.servers[i]
+        if not 0 < index <= s.last_applied:
+            raise _Broken(
+                "Snapshot", f"an index in 1..lastApplied {s.last_applied}", f"snapshot at {index}"
+            )
+        term = s.log[index - 1].term
+        self.snapshot[i] = (index, term)
+        self._follow_ups(events, start, end)
+        return "Snapshot"
+
+    def _check_install(self, i: int, index: int, term: int) -> None:
+        s = self.state.servers[i]
+        if s.commit_index != index or _term_at(s.log, index) != term:
+            raise _Broken(
+                "InstallSnapshot receiver",
+                f"snapshot {s.commit_index}/t{_term_at(s.log, s.commit_index)} (commitIndex)",
+                f"install_snapshot {index}/t{term}",
+            )
+        self.snapshot[i] = (index, term)
+
+    def _apply_snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
+        """Figure 13 rule 8: the state machine is reset to an installed snapshot."""
+        e = events[start]
+        i = e["node"]
+        index = e["index"]
+        s = self.state.servers[i]
+        if _term_at(s.log, index) != e["snapshot_term"]:
+            raise _Broken(
+                "Apply snapshot",
+                f"term {_term_at(s.log, index)} at {index}",
+                f"snapshot_term {e['snapshot_term']}",
+            )
+        t = apply_snapshot(self.state, i, index)
+        if t is None:
+            raise _Broken(
+                "Apply snapshot",
+                f"lastApplied {s.last_applied} < index <= commitIndex {s.commit_index}",
+                f"apply_snapshot of {index}",
+            )
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "Apply snapshot"
+
+    # ------------------------------------------------------------ the network
+
+    def _drop(self, events: Sequence[Event], start: int, end: int) -> str:
+        """The network lost a message: remove it from the bag if it is there."""
+        e = events[start]
+        known = self.requests if e["leg"] == "request" else self.replies
+        m = known.get(e["id"])
+        if m is not None:
+            t = drop_message(self.state, m)
+            if t is not None:
+                self.state = t
+        return "Drop"
+
+    def _with(self, i: int, server: Server) -> State:
+        state = self.state
+        servers = list(state.servers)
+        servers[i] = server
+        return _new(State, (tuple(servers), state.network, state.committed, state.restarts))
+
+    def _in_bag(self, m: Message) -> None:
+        """Make sure ``m`` is in flight: a second delivery of a message is a duplicate
+        the network made while it was in flight (the model allows it)."""
+        state = self.state
+        if m not in state.network:
+            self.fresh.append(m)
+            bag = sorted((*state.network, m))
+            self.state = _new(State, (state.servers, tuple(bag), state.committed, state.restarts))
+
+    def _entry(self, term: int, value: str) -> Entry:
+        key = (term, value)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = _new(Entry, key)
+        return entry
+
+    # ------------------------------------------------------------ sending requests
+
+    def _send(self, events: Sequence[Event], start: int, end: int) -> str:
+        e = events[start]
+        msg = e["msg"]
+        i = e["node"]
+        if msg["from"] != i:
+            raise _Broken("Send", f"a message from {i}", f"a message from {msg['from']}")
+        kind = msg["type"]
+        if kind == "AppendEntries":
+            self._send_append_entries(e["id"], i, msg)
+            rule = "Leaders: AppendEntries"
+        elif kind == "RequestVote":
+            self._send_request_vote(e["id"], i, msg)
+            rule = "Candidates: RequestVote"
+        elif kind == "InstallSnapshot":
+            self._send_install_snapshot(e["id"], i, msg)
+            rule = "Leaders: InstallSnapshot"
+        else:
+            raise _Broken("Trace order", "a reply right after its request was handled", kind)
+        self._follow_ups(events, start, end)
+        return rule
+
+    def _sender(self, i: int, term: int, role: int) -> tuple[Server, bool]:
+        """Server ``i`` as it was when it built a request of ``term``: now, if it still
+        is a ``role`` of that term, else its last self as one (built, then recorded
+        when the send ran a few steps later).  Second value: it is the current self."""
+        s = self.state.servers[i]
+        if s.role == role and s.current_term == term:
+            return s, True
+        past = self.reign[i] if role == LEADER else self.campaign[i]
+        if past is not None and past.current_term == term:
+            return past, False
+        raise _Broken(
+            "Send",
+            f"a {ROLE_NAMES[role]} of term {term} sends it",
+            f"a {_role(s)} of term {s.current_term} (never a {ROLE_NAMES[role]} of term {term})",
+        )
+
+    def _sent_by(self, i: int, sender: Server, m: Message, action: str) -> None:
+        """Take the model's send from ``sender`` (server ``i`` as it built the message):
+        it must put exactly ``m`` in flight."""
+        current = self.state.servers[i]
+        state = self.state if sender is current else self._with(i, sender)
+        before = state.network
+        if action == "append_entries":
+            assert isinstance(m, AppendEntriesRequest)
+            t = append_entries(state, i, m.dest, len(m.entries))
+        else:
+            t = request_vote(state, i, m.dest)
+        if t is None:
+            raise _Broken(f"Send {format_message(m)}", f"{action} enabled", "not enabled")
+        after = t.network
+        if _count(after, m) <= _count(before, m):
+            produced = list((Counter(after) - Counter(before)).elements())
+            expected = format_message(produced[0]) if produced else "nothing"
+            raise _Broken(f"Send ({action})", expected, format_message(m))
+        state = self.state
+        self.state = _new(State, (state.servers, after, state.committed, state.restarts))
+        self.fresh.append(m)
+
+    def _send_request_vote(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
+        """Candidates: send RequestVote RPCs to all other servers."""
+        m: RequestVoteRequest = _new(
+            RequestVoteRequest,
+            (0, msg["term"], i, msg["to"], msg["last_log_term"], msg["last_log_index"]),
+        )
+        if msg["candidate_id"] != i:
+            raise _Broken("Send", f"candidate_id {i}", f"candidate_id {msg['candidate_id']}")
+        sender, _ = self._sender(i, m.term, CANDIDATE)
+        saved = self.saved[i]
+        if saved.term < m.term or (saved.term == m.term and saved.voted_for != i):
+            raise _Broken(
+                "Persistence: saved before sending",
+                f"term {m.term} and the vote for itself saved",
+                f"saved term {saved.term}, vote {_show_vote(saved.voted_for)}",
+            )
+        self._sent_by(i, sender, m, "request_vote")
+        self.requests[message_id] = m
+
+    def _append_entries_message(self, i: int, msg: Mapping[str, Any]) -> AppendEntriesRequest:
+        if msg["leader_id"] != i:
+            raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
+        entry = self._entry
+        entries = tuple([entry(t, v) for t, v in msg["entries"]])
+        return _new(
+            AppendEntriesRequest,
+            (
+                2,
+                msg["term"],
+                i,
+                msg["to"],
+                msg["prev_log_index"],
+                msg["prev_log_term"],
+                entries,
+                msg["leader_commit"],
+            ),
+        )
+
+    def _leader_as_of(self, i: int, j: int, term: int, commit: int, next_index: int) -> Server:
+        """The leader as it built a message to ``j``: its self of ``term``, with the
+        commitIndex it had then (at most today's) and nextIndex[j] as it was."""
+        sender, _ = self._sender(i, term, LEADER)
+        if not 0 <= j < self.n or j == i:
+            raise _Broken("Send", "a message to another server", f"a message to {j}")
+        if commit > sender.commit_index:
+            raise _Broken(
+                "Leaders: AppendEntries",
+                f"leaderCommit <= commitIndex {sender.commit_index}",
+                f"leader_commit {commit}",
+            )
+        if not 1 <= next_index <= len(sender.log) + 1:
+            raise _Broken(
+                "Leaders: AppendEntries",
+                f"nextIndex in 1..{len(sender.log) + 1}",
+                f"prev_log_index {next_index - 1}",
+            )
+        nexts = sender.next_index
+        if commit == sender.commit_index and nexts[j] == next_index:
+            return sender
+        nexts = (*nexts[:j], next_index, *nexts[j + 1 :])
+        return sender._replace(commit_index=commit, next_index=nexts)
+
+    def _send_append_entries(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
+        """Leaders: AppendEntries from nextIndex (read off the message), leaderCommit."""
+        m = self._append_entries_message(i, msg)
+        j = m.dest
+        sender = self._leader_as_of(i, j, m.term, m.leader_commit, m.prev_log_index + 1)
+        saved = self.saved[i]
+        end = m.prev_log_index + len(m.entries)
+        if saved.term < m.term or saved.log[m.prev_log_index : end] != m.entries:
+            raise _Broken(
+                "Persistence: saved before sending",
+                f"term {m.term} and entries {m.prev_log_index + 1}..{end} saved",
+                f"saved term {saved.term}, log {format_log(saved.log[m.prev_log_index : end])}",
+            )
+        self._sent_by(i, sender, m, "append_entries")
+        current = self.state.servers[i]
+        if current.role == LEADER and current.current_term == m.term:
+            # nextIndex is the implementation's choice: adopt the one it used.
+            nexts = current.next_index
+            if nexts[j] != m.prev_log_index + 1:
+                nexts = (*nexts[:j], m.prev_log_index + 1, *nexts[j + 1 :])
+                self.state = self._with(i, current._replace(next_index=nexts))
+        self.requests[message_id] = m
+
+    def _send_install_snapshot(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
+        """Figure 13: a leader sends a chunk of its snapshot (entries up to an index it
+        committed), replayed as AppendEntries from index 1 (see the module doc)."""
+        term = msg["term"]
+        j = msg["to"]
+        index = msg["last_included_index"]
+        if msg["leader_id"] != i:
+            raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
+        leader, _ = self._sender(i, term, LEADER)
+        s_term = _term_at(leader.log, index)
+        if index > leader.commit_index or s_term != msg["last_included_term"]:
+            raise _Broken(
+                "Leaders: InstallSnapshot",
+                f"a committed entry (commitIndex {leader.commit_index}), term {s_term} at {index}",
+                f"snapshot {index}/t{msg['last_included_term']}",
+            )
+        # As AppendEntries from nextIndex 1, leaderCommit = the snapshot's index.
+        sender = self._leader_as_of(i, j, term, index, 1)
+        entries = sender.log[:index]
+        full = _new(AppendEntriesRequest, (2, term, i, j, 0, 0, entries, index))
+        empty = _new(AppendEntriesRequest, (2, term, i, j, 0, 0, (), index))
+        state = self.state
+        self._sent_by(i, sender, full, "append_entries")
+        self.state = state  # nothing in flight yet: the follower's step picks one
+        fields = (
+            term,
+            index,
+            msg["last_included_term"],
+            msg["offset"],
+            msg["data_len"],
+            bool(msg["done"]),
+        )
+        total = msg["offset"] + msg["data_len"]
+        self.snapshots_sent[message_id] = _SnapshotSent(fields, full, empty, total, fields[5])
+
+    # ------------------------------------------------------------ receiving
+
+    def _receive(self, events: Sequence[Event], start: int, end: int) -> str:
+        e = events[start]
+        msg = e["msg"]
+        i = e["node"]
+        if msg["to"] != i:
+            raise _Broken("Receive", f"a message to {i}", f"a message to {msg['to']}")
+        kind = msg["type"]
+        if kind in REQUESTS:
+            return self._receive_request(events, start, end, e["id"], kind, msg)
+        return self._receive_reply(events, start, end, e["id"], kind, msg)
+
+    def _never_sent(self, message_id: int, kind: str) -> _Broken:
+        return _Broken(
+            "Receive",
+            "receipt of a message that was sent",
+            f"receipt of a message never sent ({kind} id {message_id})",
+        )
+
+    def _receive_request(
+        self,
+        events: Sequence[Event],
+        start: int,
+        end: int,
+        message_id: int,
+        kind: str,
+        msg: Mapping[str, Any],
+    ) -> str:
+        """RequestVote / AppendEntries receiver: handle the request, check the reply."""
+        m: Message
+        if kind == "InstallSnapshot":
+            m = self._snapshot_as_append_entries(events, start, end, message_id, msg)
+            rule = "InstallSnapshot receiver"
+        else:
+            sent = self.requests.get(message_id)
+            if sent is None or MESSAGE_NAMES[sent.kind] != kind:
+                raise self._never_sent(message_id, kind)
+            m = sent
+            if kind == "AppendEntries":
+                logged: Message = self._append_entries_message(msg["from"], msg)
+                rule = "AppendEntries receiver"
+            else:
+                logged = _new(
+                    RequestVoteRequest,
+                    (0, msg["term"], msg["from"], msg["to"], msg["last_log_term"],
+                     msg["last_log_index"]),
+                )  # fmt: skip
+                rule = "RequestVote receiver"
+            if logged != m:
+                raise _Broken("Receive", format_message(m), format_message(logged))
+        self._in_bag(m)
+        before = self.state.network
+        self.commit_before = self.state.servers[m.dest].commit_index
+        if isinstance(m, RequestVoteRequest):
+            t = handle_request_vote(self.state, m)
+        else:
+            assert isinstance(m, AppendEntriesRequest)
+            t = handle_append_entries(self.state, m)
+        assert t is not None  # m is in flight
+        self.state = t
+        reply = _reply_added(before, t.network, m, t.servers[m.dest].current_term)
+        self.fresh.append(reply)
+        self._follow_ups(events, start, end, reply)
+        return rule
+
+    def _snapshot_as_append_entries(
+        self,
+        events: Sequence[Event],
+        start: int,
+        end: int,
+        message_id: int,
+        msg: Mapping[str, Any],
+    ) -> AppendEntriesRequest:
+        sent = self.snapshots_sent.get(message_id)
+        if sent is None:
+            raise self._never_sent(message_id, "InstallSnapshot")
+        fields = (
+            msg["term"],
+            msg["last_included_index"],
+            msg["last_included_term"],
+            msg["offset"],
+            msg["data_len"],
+            bool(msg["done"]),
+        )
+        if fields != sent.fields:
+            raise _Broken("Receive", f"InstallSnapshot {sent.fields}", f"{fields}")
+        complete = False
+        for k in range(start + 1, end):
+            e = events[k]
+            if e["event"] == "send":
+                complete = sent.done and e["msg"]["received"] >= sent.total
+        return sent.full if complete else sent.empty
+
+    def _receive_reply(
+        self,
+        events: Sequence[Event],
+        start: int,
+        end: int,
+        message_id: int,
+        kind: str,
+        msg: Mapping[str, Any],
+    ) -> str:
+        """Candidates count votes; leaders update nextIndex and matchIndex."""
+        r = self.replies.get(message_id)
+        expected_kind = "RequestVoteReply" if kind == "RequestVoteReply" else "AppendEntries"
+        if r is None or not MESSAGE_NAMES[r.kind].startswith(expected_kind):
+            raise self._never_sent(message_id, kind)
+        _check_reply(r, msg)
+        self._in_bag(r)
+        if isinstance(r, RequestVoteResponse):
+            t = handle_request_vote_response(self.state, r)
+            rule = "Candidates: count votes"
+        else:
+            assert isinstance(r, AppendEntriesResponse)
+            t = handle_append_entries_response(self.state, r, self._next_index_choice(r))
+            rule = "Leaders: nextIndex and matchIndex"
+        assert t is not None
+        self.state = t
+        self._follow_ups(events, start, end)
+        return rule
+
+    def _next_index_choice(self, r: AppendEntriesResponse) -> int | None:
+        """After a rejection nextIndex is the implementation's choice: keep it for now;
+        its next AppendEntries to that follower says where it went."""
+        s = self.state.servers[r.dest]
+        if r.success or r.prev_log_index == 0 or s.role != LEADER:
+            return None
+        return s.next_index[r.source]
+
+    def _send_reply(self, e: Event, reply: Message | None) -> None:
+        """The reply of the step's request: the model's reply, from saved state."""
+        msg = e["msg"]
+        i = e["node"]
+        if reply is None or msg["type"] not in REPLIES:
+            raise _Broken("Trace order", "a reply only to the step's request", msg["type"])
+        _check_reply(reply, msg)
+        s = self.state.servers[i]
+        saved = self.saved[i]
+        if (s.current_term, s.voted_for) != (saved.term, saved.voted_for) or (
+            s.log is not saved.log and s.log != saved.log
+        ):
+            raise _Broken(
+                "Persistence: saved before replying",
+                f"saved: term {s.current_term}, vote {_show_vote(s.voted_for)}, "
+                f"{len(s.log)} entries",
+                f"saved: term {saved.term}, vote {_show_vote(saved.voted_for)}, "
+                f"{len(saved.log)} entries",
+            )
+        self.replies[e["id"]] = reply
+
+
+def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
+    """A reply in the trace against the model's: direction, term, and the verdict
+    (vote_granted; success; for InstallSnapshot only the term)."""
+    kind = msg["type"]
+    if (msg["from"], msg["to"]) != (model.source, model.dest) or msg["term"] != model.term:
+        raise _Broken(
+            "Reply", format_message(model), f"{kind} {msg['from']}->{msg['to']} t{msg['term']}"
+        )
+    if isinstance(model, RequestVoteResponse):
+        if kind != "RequestVoteReply" or bool(msg["vote_granted"]) != model.vote_granted:
+            raise _Broken("RequestVote receiver", format_message(model), _show_reply(msg))
+    elif isinstance(model, AppendEntriesResponse):
+        if kind == "AppendEntriesReply" and bool(msg["success"]) != model.success:
+            raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
+        if kind not in ("AppendEntriesReply", "InstallSnapshotReply"):
+            raise _Broken("Reply", format_message(model), kind)
+
+
+def _show_reply(msg: Mapping[str, Any]) -> str:
+    verdict = msg.get("vote_granted", msg.get("success"))
+    return f"{msg['type']} {msg['from']}->{msg['to']} t{msg['term']} {verdict}"
+
+
+def _reply_added(
+    before: tuple[Message, ...], after: tuple[Message, ...], m: Message, term: int
+) -> Message:
+    """The reply a handler put in flight in place of request ``m`` (its term is the
+    receiver's term after handling it)."""
+    candidates: tuple[Message, ...]
+    if isinstance(m, RequestVoteRequest):
+        candidates = (
+            _new(RequestVoteResponse, (1, term, m.dest, m.source, True)),
+            _new(RequestVoteResponse, (1, term, m.dest, m.source, False)),
+        )
+    else:
+        assert isinstance(m, AppendEntriesRequest)
+        match = m.prev_log_index + len(m.entries)
+        candidates = (
+            _new(AppendEntriesResponse, (3, term, m.dest, m.source, True, match, 0)),
+            _new(AppendEntriesResponse, (3, term, m.dest, m.source, False, 0, m.prev_log_index)),
+            _new(AppendEntriesResponse, (3, term, m.dest, m.source, False, 0, 0)),
+        )
+    for r in candidates:
+        if _count(after, r) > _count(before, r):
+            return r
+    raise AssertionError("the handler put no reply in flight")  # pragma: no cover
+
+
+def _count(bag: tuple[Message, ...], m: Message) -> int:
+    """How many copies of ``m`` a bag holds (the model keeps bags sorted)."""
+    return bisect_right(bag, m) - bisect_left(bag, m)

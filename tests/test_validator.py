@@ -1,0 +1,423 @@
+"""Trace validation: real runs replay through the Figure 2 model; broken traces do not.
+
+Broken traces are real recorded traces with one thing edited, the way a bug
+would have recorded them, and each must be rejected naming the rule broken.
+Short traces are replayed in ``verify`` mode, which also evaluates the whole
+invariant registry after every step and asserts the incremental evaluation
+agrees with it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trioraft.cli import main
+from trioraft.core.config import RaftConfig
+from trioraft.model import INVARIANTS, Entry, initial_state
+from trioraft.model.incremental import Watch, common_prefix
+from trioraft.model.validator import Result, TraceError, Validator, validate
+from trioraft.sim.harness import SNAPSHOT_INTERVAL, open_cluster
+from trioraft.sim.simulate import run_simulation
+from trioraft.trace import TraceRecorder
+from trioraft.validate import validate_recorded
+
+Events = list[dict[str, Any]]
+
+
+def simulated(seed: int, nodes: int, duration: float, unreliable: bool) -> tuple[dict, Events]:
+    events: Events = []
+    result = run_simulation(seed, nodes, duration, unreliable=unreliable, listener=events.append)
+    assert result.failure is None and result.recorder is not None
+    return result.recorder.header, events
+
+
+_SPLIT_VOTES: tuple[dict, Events] | None = None
+
+
+def split_votes() -> tuple[dict, Events]:
+    """A run with contested elections (losing candidates, refused second votes)."""
+    global _SPLIT_VOTES
+    if _SPLIT_VOTES is None:
+        _SPLIT_VOTES = simulated(4, 3, 20, True)
+    header, events = _SPLIT_VOTES
+    return header, copy.deepcopy(events)
+
+
+def check(header: dict, events: Events, mode: str = "incremental") -> Result:
+    return validate(header, events, lines=[k + 2 for k in range(len(events))], mode=mode)
+
+
+def assert_valid(header: dict, events: Events, mode: str = "verify") -> Result:
+    result = check(header, events, mode)
+    assert result.violation is None, result.violation.describe()
+    assert result.events == len(events)
+    assert result.candidates == 1  # the model state never needs to be a set
+    return result
+
+
+def rejected(header: dict, events: Events, rule: str) -> str:
+    """The violation's text, after checking it names ``rule`` in both modes."""
+    found = []
+    for mode in ("incremental", "full"):
+        violation = check(header, events, mode).violation
+        assert violation is not None, "the broken trace was accepted"
+        found.append(violation)
+    assert found[0] == found[1]
+    assert found[0].rule == rule, found[0].describe()
+    return found[0].describe()
+
+
+# ------------------------------------------------------------------ real runs
+
+
+@pytest.mark.parametrize(
+    ("nodes", "unreliable", "duration"), [(3, False, 8), (3, True, 8), (5, False, 4), (5, True, 4)]
+)
+def test_simulated_runs_validate(nodes: int, unreliable: bool, duration: float) -> None:
+    header, events = simulated(7, nodes, duration, unreliable)
+    kinds = {e["event"] for e in events}
+    assert {"crash", "init", "timeout", "become_leader", "commit", "apply"} <= kinds
+    result = assert_valid(header, events)
+    assert 0 < result.steps < result.events
+
+
+async def record(
+    seed: int, *, unreliable: bool = False, snapshot: bool = False, chunk: int | None = None
+) -> TraceRecorder:
+    """A harness run with crashes, restarts and disconnects (and snapshots)."""
+    recorder = TraceRecorder(nodes=3, seed=seed)
+    config = RaftConfig(snapshot_chunk_bytes=chunk) if chunk else None
+    async with open_cluster(
+        3, unreliable=unreliable, snapshot=snapshot, seed=seed, tracer=recorder, raft_config=config
+    ) as cfg:
+        await cfg.one(1, 3, True)
+        leader = await cfg.check_one_leader()
+        for r in range(4):
+            victim = (leader + 1 + r % 2) % 3
+            if r % 2:
+                cfg.crash1(victim)
+            else:
+                cfg.disconnect(victim)
+            for k in range(SNAPSHOT_INTERVAL + 3 if snapshot else 4):
+                await cfg.one(100 * r + k + 2, 2, True)
+            if r % 2:
+                cfg.start1(victim)
+            cfg.connect(victim)
+            await cfg.one(100 * r + 99, 3, True)
+            leader = await cfg.check_one_leader()
+    return recorder
+
+
+def replay(recorder: TraceRecorder, mode: str = "verify") -> tuple[Result, set[str]]:
+    header, events = recorder.records[0], recorder.records[1:]
+    kinds = {e["event"] for e in events}
+    kinds |= {e["msg"]["type"] for e in events if e["event"] == "send"}
+    kinds |= {"done=false" for e in events if e.get("msg", {}).get("done") is False}
+    return assert_valid(header, events, mode), kinds
+
+
+@pytest.mark.parametrize("unreliable", [False, True])
+async def test_harness_runs_with_crashes_validate(seed: int, unreliable: bool) -> None:
+    _, kinds = replay(await record(seed, unreliable=unreliable))
+    assert {"crash", "init", "drop" if unreliable else "persist"} <= kinds
+
+
+@pytest.mark.parametrize(("unreliable", "chunk"), [(False, None), (True, None), (True, 48)])
+async def test_snapshot_runs_validate(seed: int, unreliable: bool, chunk: int | None) -> None:
+    _, kinds = replay(await record(seed, unreliable=unreliable, snapshot=True, chunk=chunk))
+    assert {"snapshot", "InstallSnapshot", "install_snapshot", "apply_snapshot"} <= kinds
+    if chunk:
+        assert "done=false" in kinds  # snapshots went in several chunks
+
+
+async def test_the_suite_fixture_validates_recorded_runs(seed: int) -> None:
+    recorder = await record(seed)
+    assert validate_recorded(recorder) is None
+    at = next(k for k, r in enumerate(recorder.records) if r.get("event") == "crash")
+    recorder.records[at]["state"]["term"] = 99
+    problem = validate_recorded(recorder)
+    assert problem is not None
+    assert problem.startswith(f"<recorded trace>:{at + 1}: event {at} at node ")
+    assert problem.endswith(": Crash: expected term 1, logged term 99") or "Crash" in problem
+
+
+def test_streaming_equals_whole_trace() -> None:
+    header, events = simulated(2, 3, 5, False)
+    streaming = Validator(header)
+    for k, event in enumerate(events):
+        assert streaming.feed(event, k + 2) is None
+    assert streaming.finish() == check(header, events)
+
+
+# ------------------------------------------------------------------ broken traces
+
+
+def index_of(events: Events, start: int = 0, **want: Any) -> int:
+    """The first event from ``start`` whose fields (and state fields) match ``want``."""
+    for k in range(start, len(events)):
+        e = events[k]
+        if all(
+            (e.get("state") or {}).get(key[6:]) == value
+            if key.startswith("state_")
+            else e.get(key) == value
+            for key, value in want.items()
+        ):
+            return k
+    raise LookupError(f"no event with {want}")
+
+
+def test_two_leaders_in_one_term() -> None:
+    header, events = split_votes()
+    candidates: dict[int, set[int]] = {}
+    for e in events:
+        if e["event"] == "become_candidate":
+            candidates.setdefault(e["state"]["term"], set()).add(e["node"])
+    won = index_of(events, event="become_leader")
+    while len(candidates[events[won]["state"]["term"]]) < 2:
+        won = index_of(events, won + 1, event="become_leader")
+    term, winner = events[won]["state"]["term"], events[won]["node"]
+    loser = min(candidates[term] - {winner})
+    # The loser claims leadership too, in its next step of that term.
+    at = index_of(events, won + 1, node=loser, state_term=term, event="receive")
+    forged = copy.deepcopy(events[at])
+    forged.update(event="become_leader", seq=events[at]["seq"] + 0.5)
+    for key in ("id", "msg"):
+        del forged[key]
+    forged["state"]["role"] = "leader"
+    events.insert(at + 1, forged)
+    text = rejected(header, events, "ElectionSafety")
+    assert f"server {winner} leads term {term}" in text
+    assert f"server {loser} becomes a second leader of term {term}" in text
+
+
+def test_one_vote_for_two_candidates_in_a_term() -> None:
+    header, events = split_votes()
+    at = next(
+        k
+        for k, e in enumerate(events)
+        if e["event"] == "vote"
+        and not e["granted"]
+        and e["state"]["voted_for"] not in (None, e["candidate"])
+    )
+    first = events[at]["state"]["voted_for"]
+    events[at]["granted"] = True
+    reply = index_of(events, at, event="send")
+    events[reply]["msg"]["vote_granted"] = True
+    text = rejected(header, events, "RequestVote receiver")
+    assert f"expected vote refused to {events[at]['candidate']} (it voted for {first}" in text
+    assert f"logged vote granted to {events[at]['candidate']}" in text
+
+
+def test_a_commit_without_a_majority() -> None:
+    header, events = simulated(1, 5, 5, False)
+    proposed = index_of(events, event="client_request")
+    leader, index = events[proposed]["node"], events[proposed]["index"]
+    # The leader counts the entry committed at its first acknowledgement (2 of 5).
+    ack = proposed
+    while not (
+        events[ack]["event"] == "receive"
+        and events[ack]["node"] == leader
+        and events[ack]["msg"]["type"] == "AppendEntriesReply"
+        and events[ack]["msg"]["success"]
+    ):
+        ack += 1
+    forged = {**copy.deepcopy(events[ack]), "event": "commit", "index": index}
+    forged["seq"] = events[ack]["seq"] + 0.5
+    for key in ("id", "msg"):
+        del forged[key]
+    forged["state"]["commit_index"] = index
+    events.insert(ack + 1, forged)
+    text = rejected(header, events, "AdvanceCommitIndex")
+    assert "(replicated on a majority)" in text and f"logged commit of index {index}" in text
+
+
+def test_apply_out_of_order() -> None:
+    header, events = simulated(1, 3, 5, False)
+    at = next(
+        k
+        for k in range(len(events) - 1)
+        if events[k]["event"] == events[k + 1]["event"] == "apply"
+        and events[k]["node"] == events[k + 1]["node"]
+    )
+    first, second = events[at], events[at + 1]
+    first["seq"], second["seq"] = second["seq"], first["seq"]
+    events[at], events[at + 1] = second, first
+    text = rejected(header, events, "Apply")
+    assert f"expected index {first['index']} (lastApplied + 1)" in text
+    assert f"logged apply of index {second['index']}" in text
+
+
+def test_receipt_of_a_message_never_sent() -> None:
+    header, events = simulated(1, 3, 5, False)
+    receive = index_of(events, 100, event="receive")
+    while events[receive]["msg"]["type"] != "AppendEntries":
+        receive = index_of(events, receive + 1, event="receive")
+    message_id = events[receive]["id"]
+    sent = next(k for k, e in enumerate(events) if e["event"] == "send" and e["id"] == message_id)
+    del events[sent]
+    text = rejected(header, events, "Receive")
+    assert f"receipt of a message never sent (AppendEntries id {message_id})" in text
+
+
+def test_a_committed_entry_overwritten() -> None:
+    header, events = simulated(1, 3, 5, False)
+    at = next(
+        k
+        for k, e in enumerate(events)
+        if e["event"] == "append" and events[k - 1]["state"]["commit_index"] >= 3
+    )
+    committed = events[at - 1]["state"]["commit_index"]
+    events[at]["index"] = committed - 1
+    events[at]["count"] += events[at]["state"]["last_index"] - committed + 1
+    text = rejected(header, events, "AppendEntries receiver rule 3")
+    assert "a committed entry overwritten" in text
+
+
+def test_a_reply_sent_before_it_was_saved() -> None:
+    header, events = simulated(1, 3, 5, False)
+    vote = index_of(events, event="vote", granted=True)
+    assert events[vote + 1]["event"] == "persist"
+    del events[vote + 1]
+    rejected(header, events, "Persistence: saved before replying")
+
+
+def test_a_restart_that_forgets_its_log() -> None:
+    header, events = simulated(1, 3, 5, False)
+    at = next(k for k, e in enumerate(events) if e["event"] == "init" and e["log"])
+    events[at]["log"] = events[at]["log"][:-1]
+    events[at]["state"]["last_index"] -= 1
+    rejected(header, events, "Restart: persistent state")
+
+
+def test_a_logged_state_that_differs_from_the_model() -> None:
+    header, events = simulated(1, 3, 5, False)
+    at = index_of(events, event="commit")
+    events[at]["state"]["last_applied"] += 1
+    text = rejected(header, events, "Leaders: nextIndex and matchIndex")
+    assert "expected last_applied" in text
+
+
+def test_a_malformed_event_raises_trace_error() -> None:
+    header, events = simulated(1, 3, 2, False)
+    at = index_of(events, event="receive")
+    del events[at]["msg"]
+    with pytest.raises(TraceError) as info:
+        check(header, events)
+    assert info.value.line == at + 2 and "missing field 'msg'" in info.value.problem
+
+
+# ------------------------------------------------------------------ incremental invariants
+
+
+def test_incremental_invariants_defer_to_the_registry() -> None:
+    """Each violation the incremental check suspects is the registry's verdict."""
+    state = initial_state(3)
+    watch = Watch(state, INVARIANTS)
+    s0 = state.servers[0]
+    forked = state._replace(
+        servers=(
+            s0._replace(current_term=2, log=(Entry(1, "a"), Entry(2, "b"))),
+            s0._replace(current_term=2, log=(Entry(1, "x"), Entry(2, "b"))),
+            s0,
+        )
+    )
+    assert watch.check(state, forked) == (
+        "LogMatching",
+        "servers 0 and 1 both have term 2 at index 2 but their logs differ up to it: "
+        "[1:t1='a' 2:t2='b'] and [1:t1='x' 2:t2='b']",
+    )
+    twice = state._replace(
+        servers=(s0._replace(current_term=1, led_terms=(1,)), s0._replace(led_terms=(1,)), s0)
+    )
+    found = Watch(state, INVARIANTS).check(state, twice)
+    assert found is not None and found[0] == "ElectionSafety"
+
+
+def test_common_prefix() -> None:
+    a = tuple(Entry(1, str(k)) for k in range(10))
+    assert common_prefix(a, a) == 10
+    assert common_prefix(a, a[:4]) == 4
+    assert common_prefix(a, (*a[:6], Entry(2, "z"))) == 6
+    assert common_prefix((), a) == 0
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def write(path: Path, header: dict, events: Events) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in [header, *events]))
+    return path
+
+
+def test_cli_validate_accepts_a_good_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header, events = simulated(1, 3, 3, False)
+    path = write(tmp_path / "good.ndjson", header, events)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: OK ({len(events)} events, ")
+
+
+def test_cli_validate_names_the_violation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header, events = simulated(1, 3, 3, False)
+    good = write(tmp_path / "good.ndjson", header, events)
+    at = index_of(events, event="apply")
+    events[at]["index"] += 1
+    bad = write(tmp_path / "bad.ndjson", header, events)
+    assert main(["validate", str(good), str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{good}: OK")
+    seq, node = events[at]["seq"], events[at]["node"]
+    assert out[1].startswith(f"{bad}:{at + 2}: event {seq} at node {node}: Apply: expected index ")
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda lines: lines.insert(5, "{not json"), ":6: not valid JSON"),
+        (lambda lines: lines.__setitem__(0, '{"format": "other"}'), ":1: not a trioraft trace"),
+        (lambda lines: lines.__setitem__(2, lines[2].replace('"seq"', '"sqe"')), ":3: field"),
+        (lambda lines: lines.__setitem__(3, lines[3].replace('"restored"', '"r"')), ":4: event"),
+    ],
+)
+def test_cli_validate_exits_2_on_a_malformed_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, problem: str
+) -> None:
+    header, events = simulated(1, 3, 2, False)
+    lines = [json.dumps(r) for r in [header, *events]]
+    assert json.loads(lines[3])["event"] == "init"
+    edit(lines)
+    path = tmp_path / "broken.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}{problem}" in err and "Traceback" not in err
+
+
+def test_cli_validate_exits_2_on_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(tmp_path / "nothing.ndjson")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_simulate_validates_its_own_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], to_file: bool
+) -> None:
+    argv = ["simulate", "--nodes", "3", "--duration", "5"]
+    if to_file:
+        argv += ["--trace", str(tmp_path / "run.ndjson")]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("trace: ") and last.endswith(
+        " events validated against the Figure 2 model"
+    )
