@@ -10,7 +10,6 @@ from trioraft.model.actions import Bounds, successors
 from trioraft.model.invariants import INVARIANTS, INVARIANTS_BY_NAME, first_violation, violations
 from trioraft.model.state import (
     CANDIDATE,
-    FOLLOWER,
     LEADER,
     NOBODY,
     AppendEntriesRequest,
@@ -220,7 +219,6 @@ def test_invariants_report_roles_by_name() -> None:
     )
     problem = inv.voted_for_in_term(state)
     assert problem == "server 0 is a leader of term 2 but voted for 1"
-    assert FOLLOWER == 0
 
 
 def test_message_invariant_accepts_stale_probes() -> None:

@@ -12,6 +12,7 @@ from .actions import (
     advance_commit_index,
     append_entries,
     apply,
+    apply_snapshot,
     apply_step,
     become_leader,
     client_request,
@@ -25,6 +26,7 @@ from .actions import (
     receive,
     request_vote,
     restart,
+    restore_snapshot,
     settle,
     successors,
     timeout,
@@ -48,6 +50,7 @@ from .state import (
     initial_state,
 )
 from .story import describe, format_trace
+from .validator import Result, TraceError, Validator, Violation, validate
 
 __all__ = [
     "CANDIDATE",
@@ -67,12 +70,17 @@ __all__ = [
     "Progress",
     "RequestVoteRequest",
     "RequestVoteResponse",
+    "Result",
     "Server",
     "State",
     "Step",
+    "TraceError",
+    "Validator",
+    "Violation",
     "advance_commit_index",
     "append_entries",
     "apply",
+    "apply_snapshot",
     "apply_step",
     "become_leader",
     "check",
@@ -91,8 +99,10 @@ __all__ = [
     "receive",
     "request_vote",
     "restart",
+    "restore_snapshot",
     "settle",
     "successors",
     "timeout",
+    "validate",
     "violations",
 ]
