@@ -24,7 +24,11 @@ events and steps were replayed and the first :class:`Violation`, if any.
 - **After every step**, the node's logged ``state`` must equal the model's
   server (term, role, voted_for, commit_index, last_applied, last_index,
   last_term, and the snapshot the trace said it took), and every invariant of
-  the registry (:data:`~.invariants.INVARIANTS`) must hold.
+  the registry (:data:`~.invariants.INVARIANTS`) must hold (evaluated on what
+  the step changed by :class:`~.incremental.Watch`, worded by the registry).
+- **Streaming**: :class:`Validator` takes one event at a time and holds one
+  step, so any length of trace validates in bounded memory; :func:`validate`
+  runs it over a sequence.
 - **Messages** are paired by ``id``: a ``send`` records the model's message
   (which must equal the trace's), a ``receive`` delivers that message (a
   receive of an id never sent, or of an altered message, is a violation).
@@ -352,10 +356,6 @@ def _vote(voted_for: Any) -> int:
 
 def _show_vote(voted_for: int) -> str:
     return "null" if voted_for == NOBODY else str(voted_for)
-
-
-def _last_term(log: Log) -> int:
-    return log[-1].term if log else 0
 
 
 def _term_at(log: Log, index: int) -> int | None:
