@@ -597,6 +597,32 @@ def advance_commit_index(
     return _new(State, (_with_server(state, i, server), state.network, committed, state.restarts))
 
 
+def _with_applied(
+    state: State, i: int, s: Server, last_applied: int, applied: tuple[Applied, ...]
+) -> State:
+    """``state`` with server i's lastApplied and its record of applied entries replaced."""
+    server = _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            s.log,
+            s.role,
+            s.commit_index,
+            last_applied,
+            s.votes_granted,
+            s.next_index,
+            s.match_index,
+            s.leader_log,
+            s.led_terms,
+            applied,
+        ),
+    )
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
 def apply(state: State, i: int) -> State | None:
     """All Servers: if commitIndex > lastApplied, increment lastApplied and apply
     log[lastApplied] to the state machine (recorded in ``Server.applied``)."""
@@ -614,26 +640,7 @@ def apply(state: State, i: int) -> State | None:
         k = bisect_left(applied, record)
         if k == len(applied) or applied[k] != record:
             applied = tuple(sorted((*applied, record)))
-    server = _new(
-        Server,
-        (
-            s.current_term,
-            s.voted_for,
-            s.log,
-            s.role,
-            s.commit_index,
-            index,
-            s.votes_granted,
-            s.next_index,
-            s.match_index,
-            s.leader_log,
-            s.led_terms,
-            applied,
-        ),
-    )
-    return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
-    )
+    return _with_applied(state, i, s, index, applied)
 
 
 # --------------------------------------------------------------------- failures
@@ -720,26 +727,7 @@ def apply_snapshot(state: State, i: int, index: int) -> State | None:
     missing = [record for record in new if record not in known]
     if missing:
         applied = tuple(sorted((*applied, *missing)))
-    server = _new(
-        Server,
-        (
-            s.current_term,
-            s.voted_for,
-            s.log,
-            s.role,
-            s.commit_index,
-            index,
-            s.votes_granted,
-            s.next_index,
-            s.match_index,
-            s.leader_log,
-            s.led_terms,
-            applied,
-        ),
-    )
-    return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
-    )
+    return _with_applied(state, i, s, index, applied)
 
 
 def restore_snapshot(state: State, i: int, index: int) -> State | None:
