@@ -9,7 +9,7 @@ Every run is a fresh Python process, so one run's millions of freed tuples do
 not slow the next.
 
 Usage: python bench/bench_checker.py [--runs 3] [--max-msgs 4] [--max-restarts 0]
-       [--only plain|symmetry]
+       [--snapshots] [--only plain|symmetry]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-log", type=int, default=1)
     parser.add_argument("--max-msgs", type=int, default=4)
     parser.add_argument("--max-restarts", type=int, default=0)
+    parser.add_argument("--snapshots", action="store_true", help="with snapshot actions")
     parser.add_argument("--only", choices=("plain", "symmetry"))
     parser.add_argument("--child", choices=("plain", "symmetry"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         max_log=args.max_log,
         max_msgs=args.max_msgs,
         max_restarts=args.max_restarts,
+        snapshots=args.snapshots,
     )
     if args.child is not None:
         result = run_once(bounds, args.child == "symmetry")
@@ -90,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         f"--max-log={args.max_log}",
         f"--max-msgs={args.max_msgs}",
         f"--max-restarts={args.max_restarts}",
+        *(["--snapshots"] if args.snapshots else []),
     ]
     print(
         f"model checker, {bounds.servers} servers, MaxTerm {bounds.max_term}, MaxLog "
-        f"{bounds.max_log}, MaxMsgs {bounds.max_msgs}, MaxRestarts {bounds.max_restarts}; "
+        f"{bounds.max_log}, MaxMsgs {bounds.max_msgs}, MaxRestarts {bounds.max_restarts}"
+        f"{', snapshots' if bounds.snapshots else ''}; "
         f"Python {platform.python_version()} ({platform.python_implementation()})",
         flush=True,
     )

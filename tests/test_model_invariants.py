@@ -141,6 +141,11 @@ BAD: list[tuple[str, State, str]] = [
         "server 0 has last_applied 0, commit_index 2 and 1 log entries",
     ),
     (
+        "CommitWithinLog",
+        cluster(follower(1, (E1,), snapshot_index=1), follower(1), follower(1)),
+        "server 0 has a snapshot up to 1 beyond its commit_index 0",
+    ),
+    (
         "CommittedPrefixKnown",
         cluster(follower(1, (E1,), commit_index=1), follower(1), follower(1)),
         "server 0 has commit_index 1 but its entry 1:t1=1 was never known committed",

@@ -39,6 +39,7 @@ from .mutants import (
     COMMIT_OLD_TERM_BY_COUNTING,
     FOLLOWER_COMMITS_PAST_NEW_ENTRIES,
     FORGET_VOTED_FOR_ON_RESTART,
+    INSTALL_SNAPSHOT_DISCARDS_LOG,
     LEADER_OVERWRITES_LOG,
     VOTE_WITHOUT_LOG_CHECK,
 )
@@ -47,6 +48,8 @@ from .state import (
     APPEND_ENTRIES_RESPONSE,
     CANDIDATE,
     FOLLOWER,
+    INSTALL_SNAPSHOT_REQUEST,
+    INSTALL_SNAPSHOT_RESPONSE,
     LEADER,
     NOBODY,
     REQUEST_VOTE_REQUEST,
@@ -55,6 +58,8 @@ from .state import (
     Applied,
     Committed,
     Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
     Log,
     Message,
     RequestVoteRequest,
@@ -117,6 +122,7 @@ def _observe_term(s: Server, term: int) -> Server:
             term,
             NOBODY,
             s.log,
+            s.snapshot_index,
             FOLLOWER,
             s.commit_index,
             s.last_applied,
@@ -180,6 +186,7 @@ def _set_commit_index(
             s.current_term,
             s.voted_for,
             s.log,
+            s.snapshot_index,
             s.role,
             new_commit,
             s.last_applied,
@@ -218,6 +225,7 @@ def timeout(state: State, i: int) -> State | None:
             s.current_term + 1,
             i,
             s.log,
+            s.snapshot_index,
             CANDIDATE,
             s.commit_index,
             s.last_applied,
@@ -273,6 +281,7 @@ def handle_request_vote(
                     s.current_term,
                     m.source,
                     s.log,
+                    s.snapshot_index,
                     s.role,
                     s.commit_index,
                     s.last_applied,
@@ -306,6 +315,7 @@ def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State 
                 s.current_term,
                 s.voted_for,
                 s.log,
+                s.snapshot_index,
                 s.role,
                 s.commit_index,
                 s.last_applied,
@@ -335,6 +345,7 @@ def become_leader(state: State, i: int) -> State | None:
             s.current_term,
             s.voted_for,
             log,
+            s.snapshot_index,
             LEADER,
             s.commit_index,
             s.last_applied,
@@ -372,6 +383,7 @@ def client_request(
             s.current_term,
             s.voted_for,
             log,
+            s.snapshot_index,
             LEADER,
             s.commit_index,
             s.last_applied,
@@ -396,7 +408,8 @@ def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
         return None
     log = s.log
     prev = s.next_index[j] - 1
-    if prev < 0 or entries < 0 or prev + entries > len(log):
+    # Entries up to snapshot_index are compacted: InstallSnapshot sends those.
+    if prev < s.snapshot_index or entries < 0 or prev + entries > len(log):
         return None
     m = _new(
         AppendEntriesRequest,
@@ -447,28 +460,41 @@ def handle_append_entries(
         log = s.log
         role = FOLLOWER if s.role == CANDIDATE else s.role
         votes = 0 if role == FOLLOWER else s.votes_granted
+        entries = m.entries
+        prev_term = m.prev_log_term
+        commit = s.commit_index
+        snapshot = s.snapshot_index
+        covered = False
+        if prev < snapshot:
+            # Entries up to snapshot_index are in the snapshot, hence committed and
+            # matching: skip them (and reply success at once if that is all).
+            skip = snapshot - prev
+            covered = skip >= len(entries)
+            entries = entries[skip:]
+            prev, prev_term = snapshot, log[snapshot - 1].term
         # 2. Reply false if the log has no entry at prevLogIndex whose term is prevLogTerm.
         if mutant == APPEND_WITHOUT_PREV_CHECK:
             consistent = prev <= len(log)
         else:
-            consistent = prev == 0 or (prev <= len(log) and log[prev - 1].term == m.prev_log_term)
-        commit = s.commit_index
-        if consistent:
-            log = _merge_entries(log, prev, m.entries)
+            consistent = prev == 0 or (prev <= len(log) and log[prev - 1].term == prev_term)
+        if covered:
+            reply = _new(
+                AppendEntriesResponse,
+                (3, term, j, m.source, True, m.prev_log_index + len(m.entries), 0),
+            )
+        elif consistent:
+            log = _merge_entries(log, prev, entries)
             # 5. If leaderCommit > commitIndex: commitIndex = min(leaderCommit, last new).
-            last_new = prev + len(m.entries)
+            match = last_new = prev + len(entries)
             if mutant == FOLLOWER_COMMITS_PAST_NEW_ENTRIES:
                 last_new = len(log)
             if m.leader_commit > commit and last_new > commit:
                 new_commit = min(m.leader_commit, last_new)
                 committed = _record_commits(committed, log, commit, new_commit, term)
                 commit = new_commit
-            reply = _new(
-                AppendEntriesResponse,
-                (3, term, j, m.source, True, prev + len(m.entries), 0),
-            )
+            reply = _new(AppendEntriesResponse, (3, term, j, m.source, True, match, 0))
         else:
-            reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, prev))
+            reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, m.prev_log_index))
         if role != s.role or log is not s.log or commit != s.commit_index:
             s = _new(
                 Server,
@@ -476,6 +502,7 @@ def handle_append_entries(
                     term,
                     s.voted_for,
                     log,
+                    s.snapshot_index,
                     role,
                     commit,
                     s.last_applied,
@@ -550,6 +577,7 @@ def handle_append_entries_response(
                 s.current_term,
                 s.voted_for,
                 s.log,
+                s.snapshot_index,
                 LEADER,
                 s.commit_index,
                 s.last_applied,
@@ -607,6 +635,7 @@ def _with_applied(
             s.current_term,
             s.voted_for,
             s.log,
+            s.snapshot_index,
             s.role,
             s.commit_index,
             last_applied,
@@ -628,7 +657,8 @@ def apply(state: State, i: int) -> State | None:
     log[lastApplied] to the state machine (recorded in ``Server.applied``)."""
     s = state.servers[i]
     index = s.last_applied + 1
-    if index > s.commit_index or index > len(s.log):
+    # An entry inside the snapshot is applied only by installing the snapshot.
+    if index > s.commit_index or index > len(s.log) or index <= s.snapshot_index:
         return None
     entry = s.log[index - 1]
     record: Applied = (index, entry.term, entry.value)
@@ -647,19 +677,23 @@ def apply(state: State, i: int) -> State | None:
 
 
 def restart(state: State, i: int, *, mutant: str | None = None) -> State | None:
-    """Server ``i`` crashes and restarts: currentTerm, votedFor and log (persistent
-    state) are kept; role, commitIndex, lastApplied and candidate and leader state
-    are lost.  The state machine is rebuilt by applying from index 1 again."""
+    """Server ``i`` crashes and restarts: currentTerm, votedFor, log and snapshot
+    (persistent state) are kept; role, commitIndex, lastApplied and candidate and
+    leader state are lost.  The state machine is restored from the snapshot (§7:
+    it holds only committed entries, so commitIndex and lastApplied restart at
+    its last included index) and rebuilt from there by applying the log."""
     s = state.servers[i]
     voted_for = NOBODY if mutant == FORGET_VOTED_FOR_ON_RESTART else s.voted_for
+    snapshot = s.snapshot_index
     server = _new(
         Server,
         (
             s.current_term,
             voted_for,
             s.log,
+            snapshot,
             FOLLOWER,
-            0,
+            snapshot,
             0,
             0,
             (),
@@ -669,9 +703,10 @@ def restart(state: State, i: int, *, mutant: str | None = None) -> State | None:
             s.applied,
         ),
     )
-    return _new(
+    restarted = _new(
         State, (_with_server(state, i, server), state.network, state.committed, state.restarts + 1)
     )
+    return apply_snapshot(restarted, i, snapshot) if snapshot else restarted
 
 
 def drop_message(state: State, m: Message) -> State | None:
@@ -699,19 +734,137 @@ def receive(
         return handle_request_vote_response(state, m)
     if isinstance(m, AppendEntriesRequest):
         return handle_append_entries(state, m, mutant=mutant)
-    return handle_append_entries_response(state, m, next_index)
+    if isinstance(m, AppendEntriesResponse):
+        return handle_append_entries_response(state, m, next_index)
+    if isinstance(m, InstallSnapshotRequest):
+        return handle_install_snapshot(state, m, mutant=mutant)
+    return handle_install_snapshot_response(state, m)
 
 
 # --------------------------------------------------------------------- snapshots (Figure 13)
 #
-# The model keeps the whole log: compaction changes no logical state, so a
-# snapshot is visible only where it changes commitIndex or lastApplied.  An
-# InstallSnapshot RPC is, on the logical log, an AppendEntries with
-# prevLogIndex 0 carrying the leader's entries up to lastIncludedIndex: receiver
-# rules 6-7 of Figure 13 keep a matching log and otherwise replace it by that
-# prefix, which is what AppendEntries receiver rules 3-4 do with it (see
-# spec/MODEL.md); the trace validator replays it so.  What the model adds here
-# is the state machine side.
+# The log keeps the snapshot's entries (see state.py): ``snapshot_index`` says
+# how many of them are compacted.  Taking a snapshot changes no logical state;
+# what it changes is which rules may touch those entries.
+
+
+def take_snapshot(state: State, i: int, index: int) -> State | None:
+    """The service on server ``i`` folds the entries it applied, up to ``index``, into a
+    snapshot, and the log is compacted to it (§7): snapshot_index < index <=
+    lastApplied."""
+    s = state.servers[i]
+    if not s.snapshot_index < index <= s.last_applied:
+        return None
+    server = s._replace(snapshot_index=index)
+    return _new(
+        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+    )
+
+
+def install_snapshot(state: State, i: int, j: int) -> State | None:
+    """Leaders: a follower whose nextIndex is inside the snapshot (its entries are
+    gone from the log) is sent an InstallSnapshot RPC with the whole snapshot."""
+    s = state.servers[i]
+    if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
+        return None
+    index = s.snapshot_index
+    if index == 0 or s.next_index[j] > index:
+        return None
+    log = s.log
+    m = _new(
+        InstallSnapshotRequest, (4, s.current_term, i, j, index, log[index - 1].term, log[:index])
+    )
+    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+
+
+def handle_install_snapshot(
+    state: State, m: InstallSnapshotRequest, *, mutant: str | None = None
+) -> State | None:
+    """InstallSnapshot receiver (Figure 13, rules 1 and 5-8, the snapshot in one chunk).
+
+    A snapshot at or below commitIndex holds nothing new: the receiver keeps its
+    log (the implementation's choice; Figure 13 would discard the log's prefix,
+    which changes nothing logical) and replies that it holds it.  Otherwise
+    commitIndex becomes its last included index; lastApplied follows when the
+    state machine is reset (:func:`apply_snapshot`, a follow-up step, as the
+    implementation delivers the snapshot to the service)."""
+    j = m.dest
+    old = state.servers[j]
+    s = _observe_term(old, m.term)
+    term = s.current_term
+    committed = state.committed
+    index = m.last_included_index
+    if m.term < term:
+        # 1. Reply immediately if term < currentTerm.
+        reply = _new(InstallSnapshotResponse, (5, term, j, m.source, 0))
+    else:
+        role = FOLLOWER if s.role == CANDIDATE else s.role
+        log = s.log
+        commit = s.commit_index
+        snapshot = s.snapshot_index
+        if index > commit:
+            # 6. If an existing log entry has the same index and term as the snapshot's
+            # last included entry, retain log entries following it; 7. else discard
+            # the entire log.  The retained prefix is the snapshot's.
+            if (
+                mutant != INSTALL_SNAPSHOT_DISCARDS_LOG
+                and index <= len(log)
+                and log[index - 1].term == m.last_included_term
+            ):
+                log = m.data + log[index:]
+            else:
+                log = m.data
+            committed = _record_commits(committed, log, commit, index, term)
+            commit = snapshot = index
+        reply = _new(InstallSnapshotResponse, (5, term, j, m.source, index))
+        if role != s.role or log is not s.log or commit != s.commit_index:
+            s = _new(
+                Server,
+                (
+                    term,
+                    s.voted_for,
+                    log,
+                    snapshot,
+                    role,
+                    commit,
+                    s.last_applied,
+                    0 if role == FOLLOWER else s.votes_granted,
+                    s.next_index,
+                    s.match_index,
+                    _leader_log(s.leader_log, log) if role == LEADER else (),
+                    s.led_terms,
+                    s.applied,
+                ),
+            )
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is old else _with_server(state, j, s)
+    return _new(State, (servers, network, committed, state.restarts))
+
+
+def handle_install_snapshot_response(state: State, m: InstallSnapshotResponse) -> State | None:
+    """Leaders: a follower that holds the snapshot matches the leader up to its last
+    included index: raise matchIndex and nextIndex to it (never backwards)."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    old = state.servers[i]
+    s = _observe_term(old, m.term)
+    index = m.last_included_index
+    if s.role == LEADER and m.term == s.current_term and index:
+        j = m.source
+        match_indexes = s.match_index
+        next_indexes = s.next_index
+        if index > match_indexes[j]:
+            match_indexes = (*match_indexes[:j], index, *match_indexes[j + 1 :])
+        if index >= next_indexes[j]:
+            next_indexes = (*next_indexes[:j], index + 1, *next_indexes[j + 1 :])
+        if match_indexes is not s.match_index or next_indexes is not s.next_index:
+            s = s._replace(next_index=next_indexes, match_index=match_indexes)
+    servers = state.servers if s is old else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
 
 
 def apply_snapshot(state: State, i: int, index: int) -> State | None:
@@ -776,9 +929,9 @@ def tidy_network(state: State, changed: int = -1) -> State:
       a refused vote of that term;
     - a response that changes nothing when delivered is removed: one of an older
       term, a refused vote of the current term, a vote its candidate has
-      counted or can no longer use, a successful AppendEntries reply that does not
-      raise matchIndex, any AppendEntries reply to a non-leader, a rejection for
-      the term.  It could only be delivered as a no-op or dropped, and dropping
+      counted or can no longer use, a successful AppendEntries or InstallSnapshot
+      reply that does not raise matchIndex, any such reply to a non-leader, a
+      rejection for the term.  It could only be delivered as a no-op or dropped, and dropping
       it was always possible.
 
     ``changed`` is a bitmask of the servers whose messages may need it (the
@@ -798,11 +951,11 @@ def tidy_network(state: State, changed: int = -1) -> State:
         d = servers[m.dest]
         term = d.current_term
         new: Message | None = m
-        if kind in (REQUEST_VOTE_REQUEST, APPEND_ENTRIES_REQUEST):
-            if m.term < term and (m.term or kind == APPEND_ENTRIES_REQUEST):
+        if kind in (REQUEST_VOTE_REQUEST, APPEND_ENTRIES_REQUEST, INSTALL_SNAPSHOT_REQUEST):
+            if m.term < term and (m.term or kind != REQUEST_VOTE_REQUEST):
                 new = _new(RequestVoteRequest, (0, 0, m.source, m.dest, 0, 0))
         elif m.term > term:
-            if kind == APPEND_ENTRIES_RESPONSE:
+            if kind in (APPEND_ENTRIES_RESPONSE, INSTALL_SNAPSHOT_RESPONSE):
                 new = _new(RequestVoteResponse, (1, m.term, m.source, m.dest, False))
         elif m.term < term:
             new = None
@@ -816,6 +969,10 @@ def tidy_network(state: State, changed: int = -1) -> State:
                 if m.match_index <= d.match_index[m.source]:
                     new = None
             elif m.prev_log_index == 0:
+                new = None
+        elif isinstance(m, InstallSnapshotResponse):
+            index = m.last_included_index
+            if not index or index <= d.match_index[m.source]:
                 new = None
         if new is not m:
             if kept is None:
@@ -833,8 +990,9 @@ def tidy_network(state: State, changed: int = -1) -> State:
 def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, tuple[str, ...]]:
     """Server ``i``'s local follow-ups, taken at once as the implementation does:
     BecomeLeader when a candidate holds a majority of votes, AdvanceCommitIndex when
-    a leader can, then Apply until lastApplied reaches commitIndex.  Returns the
-    state and the names of the actions taken (in order)."""
+    a leader can, ApplySnapshot when an installed snapshot is ahead of lastApplied,
+    then Apply until lastApplied reaches commitIndex.  Returns the state and the
+    names of the actions taken (in order)."""
     taken: list[str] = []
     s = state.servers[i]
     if s.role == CANDIDATE and 2 * s.votes_granted.bit_count() > len(state.servers):
@@ -846,6 +1004,12 @@ def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, t
         if t is not None:
             state = t
             taken.append("advance_commit_index")
+            s = state.servers[i]
+    if s.last_applied < s.snapshot_index:
+        t = apply_snapshot(state, i, s.snapshot_index)
+        if t is not None:
+            state = t
+            taken.append("apply_snapshot")
             s = state.servers[i]
     while s.last_applied < s.commit_index:
         t = apply(state, i)
@@ -871,6 +1035,9 @@ class Bounds(NamedTuple):
     the action that enables them (:func:`settle`), as in the implementation; True:
     they are separate actions, interleaved with everything else (Figure 2 read
     literally; many more states, the same verdicts)."""
+    snapshots: bool = False
+    """True: servers may take snapshots of what they applied, and leaders send
+    InstallSnapshot to followers that need compacted entries (Figure 13)."""
 
 
 class Step(NamedTuple):
@@ -881,6 +1048,7 @@ class Step(NamedTuple):
     peer: int = NOBODY  # request_vote, append_entries: the destination
     entries: int = 0  # append_entries: how many entries
     value: Value = 0  # client_request
+    snapshot_index: int = 0  # take_snapshot: the last index the snapshot covers
     message: Message | None = None  # receive, drop_message, duplicate_message
     next_index: int | None = None  # receive of a rejected AppendEntries
     then: tuple[str, ...] = ()  # follow-ups of ``server`` in the same step (see settle)
@@ -899,6 +1067,8 @@ def apply_step(state: State, step: Step, mutant: str | None = None) -> State | N
             t = advance_commit_index(t, i, mutant=mutant)
         elif follow_up == "apply":
             t = apply(t, i)
+        elif follow_up == "apply_snapshot":
+            t = apply_snapshot(t, i, t.servers[i].snapshot_index)
         else:
             raise ValueError(f"unknown follow-up action {follow_up!r}")
     return t
@@ -922,6 +1092,12 @@ def _apply_action(state: State, step: Step, mutant: str | None) -> State | None:
         return apply(state, i)
     if action == "restart":
         return restart(state, i, mutant=mutant)
+    if action == "take_snapshot":
+        return take_snapshot(state, i, step.snapshot_index)
+    if action == "install_snapshot":
+        return install_snapshot(state, i, step.peer)
+    if action == "apply_snapshot":
+        return apply_snapshot(state, i, state.servers[i].snapshot_index)
     if m is None:
         raise ValueError(f"step {action!r} needs a message")
     if action == "receive":
@@ -984,15 +1160,24 @@ def _expand(
             if room:
                 next_index = s.next_index
                 term = s.current_term
+                snapshot = s.snapshot_index
                 for j in range(n):
-                    if j != i:
-                        stale = term < servers[j].current_term
-                        for count in range(len(log) - next_index[j] + 2):
-                            t = append_entries(state, i, j, count)
-                            if t is not None:
-                                add(tidy_network(t, 1 << j) if stale else t)
-                                if steps is not None:
-                                    steps.append(Step("append_entries", i, j, count))
+                    if j == i:
+                        continue
+                    stale = term < servers[j].current_term
+                    if next_index[j] <= snapshot:
+                        t = install_snapshot(state, i, j)
+                        if t is not None:
+                            add(tidy_network(t, 1 << j) if stale else t)
+                            if steps is not None:
+                                steps.append(Step("install_snapshot", i, j))
+                        continue
+                    for count in range(len(log) - next_index[j] + 2):
+                        t = append_entries(state, i, j, count)
+                        if t is not None:
+                            add(tidy_network(t, 1 << j) if stale else t)
+                            if steps is not None:
+                                steps.append(Step("append_entries", i, j, count))
             if fine and commit_index_limit(state, i) > s.commit_index:
                 t = advance_commit_index(state, i, mutant=mutant)
                 if t is not None:
@@ -1028,12 +1213,25 @@ def _expand(
                                 add(t)
                                 if steps is not None:
                                     steps.append(Step("request_vote", i, j))
-        if fine and s.last_applied < s.commit_index:
+        if fine and s.last_applied < s.snapshot_index:
+            t = apply_snapshot(state, i, s.snapshot_index)
+            if t is not None:
+                add(t)
+                if steps is not None:
+                    steps.append(Step("apply_snapshot", i))
+        elif fine and s.last_applied < s.commit_index:
             t = apply(state, i)
             if t is not None:
                 add(t)
                 if steps is not None:
                     steps.append(Step("apply", i))
+        if bounds.snapshots:
+            for index in range(s.snapshot_index + 1, s.last_applied + 1):
+                t = take_snapshot(state, i, index)
+                if t is not None:
+                    add(t)
+                    if steps is not None:
+                        steps.append(Step("take_snapshot", i, snapshot_index=index))
         if state.restarts < bounds.max_restarts:
             t = restart(state, i, mutant=mutant)
             # A restart that changes nothing but the counter is not worth a state.
@@ -1064,15 +1262,22 @@ def _expand(
         else:
             if isinstance(m, RequestVoteRequest):
                 t = handle_request_vote(state, m, mutant=mutant)
-            elif isinstance(m, AppendEntriesRequest):
-                t = handle_append_entries(state, m, mutant=mutant)
+            elif isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
+                if isinstance(m, AppendEntriesRequest):
+                    t = handle_append_entries(state, m, mutant=mutant)
+                else:
+                    t = handle_install_snapshot(state, m, mutant=mutant)
                 if not fine and t is not None:
                     r = t.servers[dest]
                     if r.last_applied < r.commit_index:
                         t, then = settle(t, dest, mutant=mutant)
-            else:
+            elif isinstance(m, RequestVoteResponse):
                 t = handle_request_vote_response(state, m)
                 if not fine and m.vote_granted and t is not None:
+                    t, then = settle(t, dest, mutant=mutant)
+            else:
+                t = handle_install_snapshot_response(state, m)
+                if not fine and m.last_included_index and t is not None:
                     t, then = settle(t, dest, mutant=mutant)
             if t is not None:
                 add(tidy_network(t, reply_to | _moved(was, t.servers[dest]) << dest))

@@ -13,7 +13,7 @@ from typing import TextIO
 from .actions import Bounds
 from .checker import CheckResult, Progress, check
 from .invariants import INVARIANTS_BY_NAME
-from .mutants import MUTANTS
+from .mutants import MUTANTS, NEEDS_SNAPSHOTS
 from .story import format_trace
 
 EXIT_OK = 0
@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="client requests carry a value in 1..V (default 1)",
     )
     parser.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="let servers take snapshots and leaders send InstallSnapshot (Figure 13)",
+    )
+    parser.add_argument(
         "--symmetry",
         action="store_true",
         help="count states equal up to renaming the servers once (fewer states, same verdict)",
@@ -123,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(f"--servers must be between 1 and 9, got {args.servers}")
     if args.values < 1:
         return _usage_error(f"--values must be at least 1, got {args.values}")
+    snapshots = bool(getattr(args, "snapshots", False))
+    if args.mutant in NEEDS_SNAPSHOTS and not snapshots:
+        return _usage_error(f"mutant {args.mutant!r} breaks a snapshot rule: add --snapshots")
     bounds = Bounds(
         servers=args.servers,
         max_term=args.max_term,
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         max_restarts=args.max_restarts,
         values=args.values,
         fine_grained=getattr(args, "fine_grained", False),
+        snapshots=snapshots,
     )
     print(describe_bounds(bounds, args.mutant, args.symmetry))
     sys.stdout.flush()
@@ -152,6 +161,8 @@ def describe_bounds(bounds: Bounds, mutant: str | None, symmetry: bool) -> str:
         f"{bounds.max_log}, max msgs {bounds.max_msgs}, max restarts {bounds.max_restarts}, "
         f"values {bounds.values}"
     )
+    if bounds.snapshots:
+        text += ", snapshots"
     if bounds.fine_grained:
         text += ", fine-grained"
     if symmetry:

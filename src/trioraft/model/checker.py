@@ -117,6 +117,7 @@ def _name_free_key(i: int, s: Server) -> tuple[object, ...]:
         s.current_term,
         s.role,
         s.log,
+        s.snapshot_index,
         s.commit_index,
         s.last_applied,
         0 if voted == NOBODY else 1 if voted == i else 2,

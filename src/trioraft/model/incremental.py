@@ -162,6 +162,7 @@ class Watch:
                     and s1.role == s0.role
                     and s1.voted_for == s0.voted_for
                     and s1.led_terms is s0.led_terms
+                    and s1.snapshot_index == s0.snapshot_index
                 ):
                     # Only lastApplied changed (an Apply): the history and its bound.
                     if s1.last_applied > s1.commit_index:
@@ -195,7 +196,7 @@ class Watch:
     def _vote_and_commit(servers: tuple[Server, ...], k: int) -> None:
         """VotedForInTerm and CommitWithinLog for server ``k`` (as the registry's)."""
         s = servers[k]
-        if not s.last_applied <= s.commit_index <= len(s.log):
+        if not s.last_applied <= s.commit_index <= len(s.log) or s.snapshot_index > s.commit_index:
             raise _Suspect
         voted = s.voted_for
         if voted == NOBODY:

@@ -160,12 +160,18 @@ def log_terms_non_decreasing(state: State) -> str | None:
 
 
 def commit_within_log(state: State) -> str | None:
-    """last_applied <= commit_index <= the index of the last log entry."""
+    """last_applied <= commit_index <= the index of the last log entry, and
+    snapshot_index <= commit_index (a snapshot holds only committed entries)."""
     for i, s in enumerate(state.servers):
         if not s.last_applied <= s.commit_index <= len(s.log):
             return (
                 f"server {i} has last_applied {s.last_applied}, commit_index "
                 f"{s.commit_index} and {len(s.log)} log entries"
+            )
+        if s.snapshot_index > s.commit_index:
+            return (
+                f"server {i} has a snapshot up to {s.snapshot_index} beyond its "
+                f"commit_index {s.commit_index}"
             )
     return None
 

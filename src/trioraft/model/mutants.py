@@ -16,6 +16,7 @@ FORGET_VOTED_FOR_ON_RESTART: Final = "forget-voted-for-on-restart"
 APPEND_WITHOUT_PREV_CHECK: Final = "append-without-prev-check"
 LEADER_OVERWRITES_LOG: Final = "leader-overwrites-log"
 FOLLOWER_COMMITS_PAST_NEW_ENTRIES: Final = "follower-commits-past-new-entries"
+INSTALL_SNAPSHOT_DISCARDS_LOG: Final = "install-snapshot-discards-log"
 
 MUTANTS: Final[dict[str, str]] = {
     COMMIT_OLD_TERM_BY_COUNTING: (
@@ -44,8 +45,16 @@ MUTANTS: Final[dict[str, str]] = {
         "of min(leaderCommit, index of last new entry), committing stale entries the "
         "request did not check; caught by State Machine Safety"
     ),
+    INSTALL_SNAPSHOT_DISCARDS_LOG: (
+        "HandleInstallSnapshot always discards the whole log (Figure 13 rule 7) even when "
+        "it holds the snapshot's last entry, losing entries after it that may already "
+        "count towards a commit; caught by Leader Completeness (needs --snapshots)"
+    ),
 }
 """Mutant name -> what the bug is and what catches it."""
+
+NEEDS_SNAPSHOTS: Final = frozenset({INSTALL_SNAPSHOT_DISCARDS_LOG})
+"""Mutants of a snapshot rule: only a check with snapshots can reach them."""
 
 
 def check_mutant(name: str | None) -> str | None:

@@ -29,11 +29,15 @@ checker see the same thing:
   the earliest term in which it was (Leader Completeness).
 
 The log is a tuple of entries, index 1 first (entry k is ``log[k - 1]``).
-Snapshots are not modelled yet; when they are, ``Server`` gains the snapshot's
-last index and term, and the places that index the log directly (``log[...]``
-and ``len(log)`` in actions.py, kept direct for speed) go through
-:func:`last_log_index`, :func:`last_log_term` and :func:`term_at`, which are
-the one place that will know about the offset.
+Snapshots (Figure 13) are ``Server.snapshot_index``: the log keeps every
+entry, and the first ``snapshot_index`` of them are the snapshot's contents.  A
+snapshot holds exactly a committed prefix of the state machine (entry by entry
+here), so keeping it in the log loses nothing and keeps index arithmetic plain
+(entry k is still ``log[k - 1]``, ``len(log)`` the last index).  What
+compaction changes is which rules may touch those entries, and the actions say
+so: a leader sends InstallSnapshot instead of AppendEntries for them, a
+follower never truncates them, and a server applies them only by installing
+the snapshot (after a restart, or on an InstallSnapshot).
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ class Server(NamedTuple):
     current_term: int
     voted_for: int  # NOBODY when none
     log: Log
+    # Figure 13: the index of the last entry folded into this server's snapshot
+    # (0: none).  Entries 1..snapshot_index stay in ``log`` as the snapshot's
+    # contents (its state machine, entry by entry, and its last included term),
+    # but the rules treat them as compacted: they are never sent as entries,
+    # never truncated, and are applied all at once by installing the snapshot.
+    snapshot_index: int
     # Volatile state on all servers (lost by Restart).
     role: int
     commit_index: int
@@ -99,6 +109,8 @@ REQUEST_VOTE_REQUEST: Final = 0
 REQUEST_VOTE_RESPONSE: Final = 1
 APPEND_ENTRIES_REQUEST: Final = 2
 APPEND_ENTRIES_RESPONSE: Final = 3
+INSTALL_SNAPSHOT_REQUEST: Final = 4
+INSTALL_SNAPSHOT_RESPONSE: Final = 5
 
 
 class RequestVoteRequest(NamedTuple):
@@ -152,11 +164,53 @@ class AppendEntriesResponse(NamedTuple):
     prev_log_index: int
 
 
+class InstallSnapshotRequest(NamedTuple):
+    """InstallSnapshot RPC arguments (Figure 13), in one chunk; the leader is ``source``.
+
+    ``data`` is the snapshot's contents: the leader's entries 1..last_included_index
+    (the state machine they build, entry by entry).  Chunking (offset, done) is
+    the implementation's business; the model sends a snapshot whole.
+    """
+
+    kind: Literal[4]
+    term: int
+    source: int
+    dest: int
+    last_included_index: int
+    last_included_term: int
+    data: Log
+
+
+class InstallSnapshotResponse(NamedTuple):
+    """InstallSnapshot RPC results (Figure 13: the term), with what the leader needs
+    of its request: ``last_included_index`` when the follower holds the snapshot
+    (installed now, or covered by its commitIndex already), 0 for a refusal for
+    the term."""
+
+    kind: Literal[5]
+    term: int
+    source: int
+    dest: int
+    last_included_index: int
+
+
 Message: TypeAlias = (
-    RequestVoteRequest | RequestVoteResponse | AppendEntriesRequest | AppendEntriesResponse
+    RequestVoteRequest
+    | RequestVoteResponse
+    | AppendEntriesRequest
+    | AppendEntriesResponse
+    | InstallSnapshotRequest
+    | InstallSnapshotResponse
 )
 
-MESSAGE_NAMES: Final = ("RequestVote", "RequestVoteReply", "AppendEntries", "AppendEntriesReply")
+MESSAGE_NAMES: Final = (
+    "RequestVote",
+    "RequestVoteReply",
+    "AppendEntries",
+    "AppendEntriesReply",
+    "InstallSnapshot",
+    "InstallSnapshotReply",
+)
 
 
 class State(NamedTuple):
@@ -173,7 +227,7 @@ _new = tuple.__new__
 
 def initial_server() -> Server:
     """A server as it first boots: term 0, no vote, empty log, follower."""
-    return _new(Server, (0, NOBODY, (), FOLLOWER, 0, 0, 0, (), (), (), (), ()))
+    return _new(Server, (0, NOBODY, (), 0, FOLLOWER, 0, 0, 0, (), (), (), (), ()))
 
 
 def initial_state(servers: int) -> State:
@@ -229,6 +283,14 @@ def format_message(m: Message) -> str:
             f"{head} prev {m.prev_log_index}/t{m.prev_log_term} [{entries}] "
             f"commit {m.leader_commit}"
         )
+    if isinstance(m, InstallSnapshotRequest):
+        return (
+            f"{head} snapshot {m.last_included_index}/t{m.last_included_term} {format_log(m.data)}"
+        )
+    if isinstance(m, InstallSnapshotResponse):
+        if m.last_included_index:
+            return f"{head} holds snapshot {m.last_included_index}"
+        return f"{head} refused for the term"
     if m.success:
         return f"{head} success match {m.match_index}"
     return f"{head} failure at prev {m.prev_log_index}"
@@ -241,6 +303,8 @@ def format_server(i: int, s: Server) -> str:
         f"s{i} {ROLE_NAMES[s.role]:<9} term {s.current_term} voted_for {voted} "
         f"log {format_log(s.log)} commit {s.commit_index} applied {s.last_applied}"
     )
+    if s.snapshot_index:
+        text += f" snapshot {s.snapshot_index}"
     if s.role == CANDIDATE:
         votes = [str(k) for k in range(len(s.next_index) or 64) if s.votes_granted >> k & 1]
         text += " votes {" + ",".join(votes) + "}"

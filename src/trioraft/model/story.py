@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .actions import Step, append_entries, request_vote
+from .actions import Step, append_entries, install_snapshot, request_vote
 from .state import (
     CANDIDATE,
     LEADER,
     ROLE_NAMES,
     AppendEntriesRequest,
     AppendEntriesResponse,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
     Message,
     RequestVoteRequest,
     State,
@@ -57,9 +59,21 @@ def describe(step: Step, before: State, after: State) -> str:
         s = after.servers[i]
         text = (
             f"server {i} restarts: keeps term {s.current_term}, voted_for "
-            f"{'-' if s.voted_for < 0 else s.voted_for}, log {format_log(s.log)}; "
-            f"loses the rest"
+            f"{'-' if s.voted_for < 0 else s.voted_for}, log {format_log(s.log)}"
         )
+        if s.snapshot_index:
+            text += f", snapshot {s.snapshot_index} (restored: commit_index and last_applied)"
+        text += "; loses the rest"
+    elif action == "take_snapshot":
+        text = f"server {i} takes a snapshot of entries 1..{step.snapshot_index}, compacts its log"
+    elif action == "install_snapshot":
+        text = f"leader {i} sends InstallSnapshot to server {step.peer}"
+        sent = _sent(before, install_snapshot(before, i, step.peer))
+        if sent is not None:
+            text += f": {format_message(sent)}"
+    elif action == "apply_snapshot":
+        last = after.servers[i].last_applied
+        text = f"server {i} resets its state machine to its snapshot (entries 1..{last})"
     elif action == "drop_message" and step.message is not None:
         text = f"the network drops {format_message(step.message)}"
     elif action == "duplicate_message" and step.message is not None:
@@ -73,6 +87,8 @@ def describe(step: Step, before: State, after: State) -> str:
             text += f", becomes leader of term {after.servers[i].current_term}"
         elif follow_up == "advance_commit_index":
             text += f", advances commit_index to {after.servers[i].commit_index}"
+        elif follow_up == "apply_snapshot":
+            text += f", resets its state machine to snapshot {after.servers[i].snapshot_index}"
     applied = step.then.count("apply")
     if applied:
         last = after.servers[i].last_applied
@@ -112,7 +128,15 @@ def _describe_receive(step: Step, before: State, after: State) -> str:
             text += f", commit_index {new.commit_index}"
         if old.role == CANDIDATE and new.role != CANDIDATE:
             text += ", stops being a candidate"
-    elif isinstance(m, AppendEntriesResponse):
+    elif isinstance(m, InstallSnapshotRequest):
+        if new.snapshot_index != old.snapshot_index:
+            text += f", installs it: log now {format_log(new.log)}"
+            text += f", commit_index {new.commit_index}"
+        elif new.current_term == m.term:
+            text += f", already holds it (commit_index {new.commit_index})"
+        else:
+            text += ", refuses"
+    elif isinstance(m, AppendEntriesResponse | InstallSnapshotResponse):
         if new.role == LEADER and old.role == LEADER:
             k = m.source
             if new.next_index[k] != old.next_index[k]:
