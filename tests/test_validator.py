@@ -421,3 +421,19 @@ def test_simulate_validates_its_own_trace(
     assert last.startswith("trace: ") and last.endswith(
         " events validated against the Figure 2 model"
     )
+
+
+def test_wrong_fast_backup_hints() -> None:
+    """A rejection's conflict_index/conflict_term must be what the follower's log says."""
+    header, events = split_votes()
+    at = next(
+        k
+        for k, e in enumerate(events)
+        if e["event"] == "send"
+        and e["msg"]["type"] == "AppendEntriesReply"
+        and not e["msg"]["success"]
+        and e["msg"]["conflict_index"]
+    )
+    events[at]["msg"]["conflict_index"] += 1
+    text = rejected(header, events, "AppendEntries receiver: fast-backup hints")
+    assert "conflict_index" in text

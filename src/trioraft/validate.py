@@ -24,10 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from .model.validator import Result, TraceError, Validator
-from .trace.reader import TraceFormatError, _check_event, _check_header, check_records
+from .trace.reader import TraceFormatError, check_records, iter_trace
 from .trace.recorder import TraceRecorder
 
 __all__ = [
@@ -66,13 +64,6 @@ class TraceVerdict:
         return f"{where}: {v.describe()}"
 
 
-def _decode(source: str, lineno: int, text: str | bytes) -> Any:
-    try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise TraceFormatError(source, lineno, f"not valid JSON: {exc}") from None
-
-
 def validate_lines(
     lines: Iterable[str | bytes],
     source: str = "<trace>",
@@ -85,30 +76,17 @@ def validate_lines(
     to the validator; it stops at the first violation.  ``progress(lines_read)``
     is called every few thousand events.
     """
-    validator: Validator | None = None
-    nodes = 0
-    last_seq = 0
-    lineno = 0
-    for lineno, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        value = _decode(source, lineno, text)
-        if validator is None:
-            header = _check_header(source, value)
-            nodes = header["nodes"]
-            validator = _validator(source, lineno, header)
-            continue
-        _check_event(source, lineno, value, nodes, last_seq)
-        last_seq = value["seq"]
+    records = iter_trace(lines, source)
+    lineno, header = next(records)
+    validator = _validator(source, lineno, header)
+    for lineno, event in records:
         try:
-            if validator.feed(value, lineno) is not None:
+            if validator.feed(event, lineno) is not None:
                 break
         except TraceError as exc:
             raise TraceFormatError(source, exc.line or lineno, exc.problem) from None
         if progress is not None and lineno % PROGRESS_EVERY == 0:
             progress(lineno)
-    if validator is None:
-        raise TraceFormatError(source, 1, "the trace is empty (no header line)")
     return TraceVerdict(source, _finish(source, validator, lineno))
 
 

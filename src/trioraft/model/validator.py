@@ -381,6 +381,7 @@ class _Replay:
         )
         self.fresh: list[Message] = []  # messages put in flight by the current step
         self.commit_before = 0  # the receiver's commitIndex before the current request
+        self.hints = (0, 0)  # the fast-backup hints a rejection of that request must carry
         self.at = 0  # index of the event being replayed
         self.started = [False] * nodes
         self.up = [False] * nodes
@@ -1063,7 +1064,10 @@ class _Replay:
                 raise _Broken("Receive", format_message(m), format_message(logged))
         self._in_bag(m)
         before = self.state.network
-        self.commit_before = self.state.servers[m.dest].commit_index
+        receiver = self.state.servers[m.dest]
+        self.commit_before = receiver.commit_index
+        if isinstance(m, AppendEntriesRequest):
+            self.hints = _conflict_hints(receiver.log, m.prev_log_index, self.snapshot[m.dest][0])
         if isinstance(m, RequestVoteRequest):
             t = handle_request_vote(self.state, m)
         else:
@@ -1147,6 +1151,16 @@ class _Replay:
         if reply is None or msg["type"] not in REPLIES:
             raise _Broken("Trace order", "a reply only to the step's request", msg["type"])
         _check_reply(reply, msg)
+        if isinstance(reply, AppendEntriesResponse) and msg["type"] == "AppendEntriesReply":
+            # Only a rejection for the log (not for the term) carries hints.
+            expected = self.hints if reply.prev_log_index else (0, 0)
+            logged = (msg.get("conflict_index", 0), msg.get("conflict_term", 0))
+            if logged != expected:
+                raise _Broken(
+                    "AppendEntries receiver: fast-backup hints",
+                    f"conflict_index {expected[0]}, conflict_term {expected[1]}",
+                    f"conflict_index {logged[0]}, conflict_term {logged[1]}",
+                )
         s = self.state.servers[i]
         saved = self.saved[i]
         if (s.current_term, s.voted_for) != (saved.term, saved.voted_for) or (
@@ -1178,6 +1192,22 @@ def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
             raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
         if kind not in ("AppendEntriesReply", "InstallSnapshotReply"):
             raise _Broken("Reply", format_message(model), kind)
+
+
+def _conflict_hints(log: Log, prev: int, snapshot_index: int) -> tuple[int, int]:
+    """What a follower holding ``log`` (compacted up to ``snapshot_index``) must say
+    when it rejects an AppendEntries at ``prev`` for the log: (conflict_index,
+    conflict_term).  Too short a log: (its length + 1, 0); else the term of its
+    entry at prev and the first index it holds of that term (§5.3's fast backup)."""
+    if prev == 0:
+        return 0, 0  # index 0 always matches: never rejected for the log
+    if prev > len(log):
+        return len(log) + 1, 0
+    term = log[prev - 1].term
+    first = prev
+    while first - 1 > snapshot_index and log[first - 2].term == term:
+        first -= 1
+    return first, term
 
 
 def _show_reply(msg: Mapping[str, Any]) -> str:

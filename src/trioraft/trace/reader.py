@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
+
+import msgspec
 
 from .recorder import STATE_FIELDS, TRACE_FORMAT, TRACE_VERSION
 
@@ -32,10 +33,13 @@ class Trace:
         return int(self.header["nodes"])
 
 
+TraceLine: TypeAlias = tuple[int, dict[str, Any]]
+"""A checked record and its line number in the trace (the header's, then events')."""
+
 REQUIRED = {"seq": int, "node": int, "event": str}
 
 
-def _check_header(source: str, header: Any) -> dict[str, Any]:
+def check_header(source: str, header: Any) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != TRACE_FORMAT:
         raise TraceFormatError(
             source,
@@ -58,7 +62,7 @@ def _check_header(source: str, header: Any) -> dict[str, Any]:
     return header
 
 
-def _check_event(source: str, lineno: int, event: Any, nodes: int, last_seq: int) -> None:
+def check_event(source: str, lineno: int, event: Any, nodes: int, last_seq: int) -> None:
     if not isinstance(event, dict):
         raise TraceFormatError(source, lineno, "an event must be a JSON object")
     for name, kind in REQUIRED.items():
@@ -81,28 +85,42 @@ def _check_event(source: str, lineno: int, event: Any, nodes: int, last_seq: int
         )
 
 
-def read_trace_lines(lines: Iterable[str], source: str = "<trace>") -> Trace:
-    """Parse a trace from text lines; raise :class:`TraceFormatError` on the first bad one."""
-    header: dict[str, Any] | None = None
-    events: list[dict[str, Any]] = []
-    numbers: list[int] = []
+def iter_trace(lines: Iterable[str | bytes], source: str = "<trace>") -> Iterator[TraceLine]:
+    """Parse and check a trace one line at a time: the header's line first, then each
+    event's, as ``(line number, record)``; blank lines are skipped.  The first bad
+    line (or an empty trace) raises :class:`TraceFormatError` naming it.  Memory
+    stays bounded however long the trace: callers that stream (the validator)
+    hold no more than the line at hand."""
+    nodes: int | None = None
     last_seq = 0
     for lineno, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceFormatError(source, lineno, f"not valid JSON: {exc.msg}") from None
-        if header is None:
-            header = _check_header(source, value)
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError as exc:
+            raise TraceFormatError(source, lineno, f"not valid JSON: {exc}") from None
+        if nodes is None:
+            header = check_header(source, value)
+            nodes = header["nodes"]
+            yield lineno, header
             continue
-        _check_event(source, lineno, value, header["nodes"], last_seq)
+        check_event(source, lineno, value, nodes, last_seq)
         last_seq = value["seq"]
-        events.append(value)
-        numbers.append(lineno)
-    if header is None:
+        yield lineno, value
+    if nodes is None:
         raise TraceFormatError(source, 1, "the trace is empty (no header line)")
+
+
+def read_trace_lines(lines: Iterable[str | bytes], source: str = "<trace>") -> Trace:
+    """Parse a trace from text lines; raise :class:`TraceFormatError` on the first bad one."""
+    records = iter_trace(lines, source)
+    _, header = next(records)
+    events: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    for lineno, event in records:
+        events.append(event)
+        numbers.append(lineno)
     return Trace(source, header, events, numbers)
 
 
@@ -110,10 +128,10 @@ def check_records(records: list[dict[str, Any]], source: str = "<trace>") -> Tra
     """Check records already in memory (header first), as a recorder keeps them."""
     if not records:
         raise TraceFormatError(source, 1, "the trace is empty (no header line)")
-    header = _check_header(source, records[0])
+    header = check_header(source, records[0])
     last_seq = 0
     for number, event in enumerate(records[1:], start=2):
-        _check_event(source, number, event, header["nodes"], last_seq)
+        check_event(source, number, event, header["nodes"], last_seq)
         last_seq = event["seq"]
     return Trace(source, header, records[1:], list(range(2, len(records) + 1)))
 
