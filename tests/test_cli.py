@@ -51,14 +51,16 @@ def test_bad_arguments_exit_2_with_a_reason(
     assert "Traceback" not in err
 
 
-def test_the_installed_command_runs() -> None:
+@pytest.mark.parametrize("module", ["trioraft", "trioraft.cli"])
+def test_the_installed_command_runs(module: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "trioraft.cli", "simulate", "--nodes", "0"],
+        [sys.executable, "-m", module, "simulate", "--nodes", "0"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--nodes" in done.stderr
 
 
 def test_check_lists_mutants_and_passes_small_bounds(capsys: pytest.CaptureFixture[str]) -> None:
