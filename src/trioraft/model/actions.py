@@ -883,27 +883,6 @@ def apply_snapshot(state: State, i: int, index: int) -> State | None:
     return _with_applied(state, i, s, index, applied)
 
 
-def restore_snapshot(state: State, i: int, index: int) -> State | None:
-    """After a restart, a server that saved a snapshot reloads it (§7): a snapshot holds
-    only committed entries, so commitIndex starts at its last included index, and
-    the state machine is reset to it (:func:`apply_snapshot`).  Not enabled unless
-    every entry up to ``index`` is known committed."""
-    s = state.servers[i]
-    if index > len(s.log):
-        return None
-    if index <= s.commit_index:
-        return apply_snapshot(state, i, index) if index > s.last_applied else state
-    known = {record[:3] for record in state.committed}
-    for k, e in enumerate(s.log[:index], 1):
-        if (k, e.term, e.value) not in known:
-            return None
-    server = s._replace(commit_index=index)
-    lifted = _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
-    )
-    return apply_snapshot(lifted, i, index) if index > s.last_applied else lifted
-
-
 # --------------------------------------------------------------------- exploration
 
 

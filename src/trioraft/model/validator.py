@@ -40,13 +40,17 @@ events and steps were replayed and the first :class:`Violation`, if any.
   ``persist`` saves the node's term, vote, log and snapshot; a crash loses the
   rest; a reply must be sent only from saved state and a request only with
   saved terms and entries; a restarted node must report the saved state.
-- **Snapshots** (Figure 13) keep the model's log whole: a ``snapshot`` only
-  checks its index and term; an ``InstallSnapshot`` is replayed as the
-  AppendEntries from index 1 carrying the leader's entries up to its last
-  included index (or, for a chunk the follower did not complete, as the
-  heartbeat it is to the follower's term and role); ``apply_snapshot`` and a
-  restart with a snapshot use :func:`~.actions.apply_snapshot` and
-  :func:`~.actions.restore_snapshot`.
+- **Snapshots** (Figure 13) use the model's ``snapshot_index``: a ``snapshot``
+  is :func:`~.actions.take_snapshot`; a crash restores the saved snapshot
+  (:func:`~.actions.restart`, which refuses one holding an entry never known
+  committed); the send of an ``InstallSnapshot`` chunk must be one
+  :func:`~.actions.install_snapshot` allows (nextIndex inside the leader's
+  snapshot).  Its receipt is replayed as the AppendEntries from index 1
+  carrying the leader's entries up to its last included index (or, for a
+  chunk the follower did not complete, as the heartbeat it is to the
+  follower's term and role), which on the logical log does what Figure 13's
+  rules 6-7 do; the ``install_snapshot`` event then compacts the follower's
+  log to it, and ``apply_snapshot`` is :func:`~.actions.apply_snapshot`.
 """
 
 from __future__ import annotations
@@ -69,9 +73,10 @@ from .actions import (
     handle_append_entries_response,
     handle_request_vote,
     handle_request_vote_response,
+    install_snapshot,
     request_vote,
     restart,
-    restore_snapshot,
+    take_snapshot,
     timeout,
 )
 from .incremental import Watch
@@ -386,7 +391,6 @@ class _Replay:
         self.started = [False] * nodes
         self.up = [False] * nodes
         self.saved: list[_Durable] = [_FRESH] * nodes
-        self.snapshot: list[tuple[int, int]] = [(0, 0)] * nodes  # in memory: index, term
         self.requests: dict[int, Message] = {}  # id -> the model's request, as sent
         self.snapshots_sent: dict[int, _SnapshotSent] = {}
         self.replies: dict[int, Message] = {}  # id -> the model's reply, as sent
@@ -527,7 +531,8 @@ class _Replay:
         last_term = log[-1].term if log else 0
         if logged["last_term"] != last_term:
             raise _Broken(rule, f"last_term {last_term}", f"last_term {logged['last_term']}")
-        index, term = self.snapshot[i]
+        index = s.snapshot_index
+        term = log[index - 1].term if index else 0
         if logged["snapshot_index"] != index or logged["snapshot_term"] != term:
             raise _Broken(
                 "Snapshot",
@@ -570,16 +575,6 @@ class _Replay:
                 "a fresh start",
             )
         self._check_restored_log(i, e["log"], saved)
-        self.snapshot[i] = (saved.snapshot_index, saved.snapshot_term)
-        if saved.snapshot_index:
-            t = restore_snapshot(self.state, i, saved.snapshot_index)
-            if t is None:
-                raise _Broken(
-                    "Restart: snapshot",
-                    "a snapshot of entries known committed",
-                    f"snapshot up to {saved.snapshot_index} holding uncommitted entries",
-                )
-            self.state = t
         self.up[i] = True
         self._follow_ups(events, start, end)
         return "Restart"
@@ -610,19 +605,36 @@ class _Replay:
         return "Crash"
 
     def _lose_unsaved(self, i: int) -> None:
+        """Restart: only what the node saved survives, and its state machine is
+        restored from its saved snapshot (which must hold only committed entries)."""
         s = self.state.servers[i]
         saved = self.saved[i]
-        if (s.current_term, s.voted_for, s.log) != saved[:3]:
-            s = s._replace(current_term=saved.term, voted_for=saved.voted_for, log=saved.log)
+        durable = (saved.term, saved.voted_for, saved.log, saved.snapshot_index)
+        if (s.current_term, s.voted_for, s.log, s.snapshot_index) != durable:
+            s = s._replace(
+                current_term=saved.term,
+                voted_for=saved.voted_for,
+                log=saved.log,
+                snapshot_index=saved.snapshot_index,
+            )
             self.state = self._with(i, s)
+        if saved.snapshot_index:
+            known = {record[:3] for record in self.state.committed}
+            for k, entry in enumerate(saved.log[: saved.snapshot_index], 1):
+                if (k, entry.term, entry.value) not in known:
+                    raise _Broken(
+                        "Restart: snapshot",
+                        "a snapshot of entries known committed",
+                        f"snapshot up to {saved.snapshot_index} holding uncommitted entry {k}",
+                    )
         t = restart(self.state, i)
         assert t is not None  # restart is always enabled
         self.state = t
-        self.snapshot[i] = (saved.snapshot_index, saved.snapshot_term)
 
     def _save(self, i: int) -> None:
         s = self.state.servers[i]
-        index, term = self.snapshot[i]
+        index = s.snapshot_index
+        term = s.log[index - 1].term if index else 0
         self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
 
     def _lone(self, events: Sequence[Event], start: int, end: int) -> str:
@@ -748,21 +760,25 @@ class _Replay:
     # ------------------------------------------------------------ snapshots
 
     def _snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
-        """The service compacted the log up to an index it applied (no logical change)."""
+        """The service compacted the log up to an index it applied (take_snapshot)."""
         e = events[start]
         i = e["node"]
         index = e["index"]
         s = self.state.servers[i]
-        if not 0 < index <= s.last_applied:
+        t = take_snapshot(self.state, i, index)
+        if t is None:
             raise _Broken(
-                "Snapshot", f"an index in 1..lastApplied {s.last_applied}", f"snapshot at {index}"
+                "Snapshot",
+                f"an index in {s.snapshot_index + 1}..lastApplied {s.last_applied}",
+                f"snapshot at {index}",
             )
-        term = s.log[index - 1].term
-        self.snapshot[i] = (index, term)
+        self.state = t
         self._follow_ups(events, start, end)
         return "Snapshot"
 
     def _check_install(self, i: int, index: int, term: int) -> None:
+        """InstallSnapshot receiver: the replayed request made the snapshot's entries
+        the log's prefix and commitIndex its index; the log is now compacted to it."""
         s = self.state.servers[i]
         if s.commit_index != index or _term_at(s.log, index) != term:
             raise _Broken(
@@ -770,7 +786,8 @@ class _Replay:
                 f"snapshot {s.commit_index}/t{_term_at(s.log, s.commit_index)} (commitIndex)",
                 f"install_snapshot {index}/t{term}",
             )
-        self.snapshot[i] = (index, term)
+        if index > s.snapshot_index:
+            self.state = self._with(i, s._replace(snapshot_index=index))
 
     def _apply_snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
         """Figure 13 rule 8: the state machine is reset to an installed snapshot."""
@@ -992,14 +1009,19 @@ class _Replay:
                 f"a committed entry (commitIndex {leader.commit_index}), term {s_term} at {index}",
                 f"snapshot {index}/t{msg['last_included_term']}",
             )
-        # As AppendEntries from nextIndex 1, leaderCommit = the snapshot's index.
-        sender = self._leader_as_of(i, j, term, index, 1)
+        # The leader as it built the chunk: its snapshot was this one, and nextIndex[j]
+        # was inside it; the model's install_snapshot must be enabled there.
+        sender = self._leader_as_of(i, j, term, index, index)
+        sender = sender._replace(snapshot_index=index)
+        sent = install_snapshot(self._with(i, sender), i, j)
+        if sent is None:
+            raise _Broken("Leaders: InstallSnapshot", "install_snapshot enabled", "not enabled")
+        # Replayed at the follower as AppendEntries from nextIndex 1 with leaderCommit
+        # the snapshot's index (see the module doc); nothing is in flight yet: the
+        # follower's step picks the whole one or the empty one.
         entries = sender.log[:index]
         full = _new(AppendEntriesRequest, (2, term, i, j, 0, 0, entries, index))
         empty = _new(AppendEntriesRequest, (2, term, i, j, 0, 0, (), index))
-        state = self.state
-        self._sent_by(i, sender, full, "append_entries")
-        self.state = state  # nothing in flight yet: the follower's step picks one
         fields = (
             term,
             index,
@@ -1067,7 +1089,7 @@ class _Replay:
         receiver = self.state.servers[m.dest]
         self.commit_before = receiver.commit_index
         if isinstance(m, AppendEntriesRequest):
-            self.hints = _conflict_hints(receiver.log, m.prev_log_index, self.snapshot[m.dest][0])
+            self.hints = _conflict_hints(receiver.log, m.prev_log_index, receiver.snapshot_index)
         if isinstance(m, RequestVoteRequest):
             t = handle_request_vote(self.state, m)
         else:
