@@ -402,6 +402,20 @@ def test_cli_validate_exits_2_on_a_malformed_trace(
     assert f"{path}{problem}" in err and "Traceback" not in err
 
 
+def test_cli_validate_exits_2_on_bytes_that_are_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header, events = simulated(1, 3, 2, False)
+    lines = [json.dumps(r).encode() for r in [header, *events]]
+    assert b'"init"' in lines[3]
+    lines[3] = lines[3].replace(b'"init"', b'"in\xfft"')
+    path = tmp_path / "latin.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4: not UTF-8 text" in err and "Traceback" not in err
+
+
 def test_cli_validate_exits_2_on_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -117,21 +117,12 @@ def validate_file(path: str, progress: ByteProgress | None = None) -> TraceVerdi
                 def report(_: int) -> None:
                     progress(file.tell(), total)
 
-            verdict = validate_lines(_text_lines(file, path), path, progress=report)
+            verdict = validate_lines(file, path, progress=report)
             if progress is not None:
                 progress(total, total)
             return verdict
     except OSError as exc:
         raise TraceFormatError(path, 0, f"cannot read: {exc.strerror}") from None
-
-
-def _text_lines(file: Iterable[bytes], path: str) -> Iterable[bytes]:
-    for lineno, line in enumerate(file, start=1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TraceFormatError(path, lineno, f"not UTF-8 text: {exc.reason}") from None
-        yield line
 
 
 def validation_enabled() -> bool:

@@ -386,7 +386,9 @@ class _Replay:
         )
         self.fresh: list[Message] = []  # messages put in flight by the current step
         self.commit_before = 0  # the receiver's commitIndex before the current request
-        self.hints = (0, 0)  # the fast-backup hints a rejection of that request must carry
+        # The receiver's log, snapshot and the request's prevLogIndex: what a rejection's
+        # fast-backup hints must be computed from (only when there is one).
+        self.hint_source: tuple[Log, int, int] = ((), 0, 0)
         self.at = 0  # index of the event being replayed
         self.started = [False] * nodes
         self.up = [False] * nodes
@@ -1089,7 +1091,7 @@ class _Replay:
         receiver = self.state.servers[m.dest]
         self.commit_before = receiver.commit_index
         if isinstance(m, AppendEntriesRequest):
-            self.hints = _conflict_hints(receiver.log, m.prev_log_index, receiver.snapshot_index)
+            self.hint_source = (receiver.log, m.prev_log_index, receiver.snapshot_index)
         if isinstance(m, RequestVoteRequest):
             t = handle_request_vote(self.state, m)
         else:
@@ -1175,7 +1177,7 @@ class _Replay:
         _check_reply(reply, msg)
         if isinstance(reply, AppendEntriesResponse) and msg["type"] == "AppendEntriesReply":
             # Only a rejection for the log (not for the term) carries hints.
-            expected = self.hints if reply.prev_log_index else (0, 0)
+            expected = _conflict_hints(*self.hint_source) if reply.prev_log_index else (0, 0)
             logged = (msg.get("conflict_index", 0), msg.get("conflict_term", 0))
             if logged != expected:
                 raise _Broken(

@@ -100,6 +100,8 @@ def iter_trace(lines: Iterable[str | bytes], source: str = "<trace>") -> Iterato
             value = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
             raise TraceFormatError(source, lineno, f"not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:  # bytes lines: msgspec checks UTF-8
+            raise TraceFormatError(source, lineno, f"not UTF-8 text: {exc.reason}") from None
         if nodes is None:
             header = check_header(source, value)
             nodes = header["nodes"]
