@@ -75,6 +75,11 @@ def test_make_refuses_a_corrupt_persister() -> None:
                 (codec.encode(PersistentState(3, 7, 0, 0, ())), None, "voted_for 7"),
                 (codec.encode(PersistentState(1, None, 5, 1, ())), None, "no snapshot"),
                 (
+                    codec.encode(PersistentState(1, None, 5, 1, (), 4)),
+                    b"abc",
+                    "the snapshot stored is 3 bytes but the raft state says 4",
+                ),
+                (
                     codec.encode(PersistentState(1, None, 0, 0, (Entry(2, _raw(1)),))),
                     None,
                     "term 2 out of order",
@@ -155,8 +160,28 @@ async def test_snapshot_with_a_bad_index_is_ignored_with_a_warning(
         with caplog.at_level("WARNING", logger="trioraft"):
             rf.snapshot(99, b"from the future")
             rf.snapshot(2, b"older than the log start")
-        assert "beyond commit_index" in caplog.text
+        assert "beyond last_applied" in caplog.text
         assert "not past the current snapshot" in caplog.text
         after = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
         assert after == before and before[1] == b"up-to-3"
         assert await cfg.one(99, 3, False) == 6
+
+
+@pytest.mark.trio
+async def test_a_peer_with_an_empty_snapshot_restarts(seed: int) -> None:
+    """A service state of zero bytes is a snapshot like any other: saved, restored."""
+    async with open_cluster(3, seed=seed) as cfg:
+        for k in range(4):
+            await cfg.one(k, 3, False)
+        for i in range(3):
+            rf = cfg.rafts[i]
+            assert rf is not None
+            rf.snapshot(3, b"")
+        cfg.crash1(0)
+        cfg.start1(0)
+        cfg.connect(0)
+        assert await cfg.one(4, 3, False) == 5
+        rf = cfg.rafts[0]
+        assert rf is not None
+        assert rf.get_state()[0] >= 1
+        assert cfg.saved[0].read_snapshot() == b""

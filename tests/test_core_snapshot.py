@@ -70,7 +70,7 @@ def test_bad_snapshot_indexes_are_ignored_with_a_reason() -> None:
     assert a.snapshot(4, b"s") is None
     before = (a.log.snapshot_index, list(a.log.entries), a.snapshot_data)
     problem = a.snapshot(9, b"x")
-    assert problem is not None and "beyond commit_index" in problem
+    assert problem is not None and "beyond last_applied" in problem
     problem = a.snapshot(3, b"x")
     assert problem is not None and "not past the current snapshot" in problem
     assert (a.log.snapshot_index, list(a.log.entries), a.snapshot_data) == before
@@ -109,6 +109,58 @@ def test_a_follower_behind_the_snapshot_gets_it_in_chunks_and_resumes_after_a_lo
     # afterwards the leader goes back to AppendEntries from index 11
     follow_up = a.message_for(1)
     assert isinstance(follow_up, AppendEntriesArgs) and follow_up.prev_log_index == 10
+
+
+def test_a_snapshot_past_what_the_service_was_given_is_refused() -> None:
+    """§7: the service snapshots what it applied.  A follower holds an installed
+    snapshot (5) not yet delivered and a committed entry 6: a service snapshot at 6
+    would swallow both, so it is refused and both are still delivered."""
+    b = node(1, 3, term=1)
+    b.handle_install_snapshot(InstallSnapshotArgs(1, 0, 5, 1, 0, b"leader-state", True))
+    b.handle_append_entries(AppendEntriesArgs(1, 0, 5, 1, (Entry(1, raw(6)),), 6))
+    assert (b.commit_index, b.last_applied) == (6, 0)
+    problem = b.snapshot(6, b"service-state")
+    assert problem is not None and "beyond last_applied 0" in problem
+    snap = b.next_apply()
+    assert snap is not None and snap.snapshot_valid and snap.snapshot == b"leader-state"
+    entry = b.next_apply()
+    assert entry is not None and entry.command_index == 6
+
+
+def test_chunks_of_different_leaders_are_never_spliced() -> None:
+    """Two leaders' snapshots at the same index and term may differ in their bytes:
+    a chunk of the term-2 leader does not continue what the term-1 leader sent."""
+    b = node(1, 3, term=1)
+    assert b.handle_install_snapshot(InstallSnapshotArgs(1, 0, 5, 1, 0, b"abc", False)) == (
+        InstallSnapshotReply(1, 3)
+    )
+    later = InstallSnapshotArgs(2, 2, 5, 1, 3, b"XYZ", True)
+    assert b.handle_install_snapshot(later) == InstallSnapshotReply(2, 0)
+    assert b.log.snapshot_index == 0
+    whole = InstallSnapshotArgs(2, 2, 5, 1, 0, b"abcXYZ", True)
+    assert b.handle_install_snapshot(whole) == InstallSnapshotReply(2, 6)
+    assert b.log.snapshot_index == 5 and b.snapshot_data == b"abcXYZ"
+
+
+def test_an_empty_snapshot_survives_a_restart() -> None:
+    """A service whose state is empty bytes: the durable state records the
+    snapshot's size, so a restart can tell it from a lost one."""
+    a = lone_leader_with(3)
+    assert a.snapshot(2, b"") is None
+    saved = a.persistent_state()
+    assert saved.snapshot_size == 0
+    again = RaftNode(
+        0,
+        1,
+        rng=random.Random(0),
+        election_timeout_min=0.3,
+        election_timeout_max=0.6,
+        max_append_bytes=1 << 16,
+        snapshot_chunk_bytes=1 << 16,
+        restored=saved,
+        snapshot_data=b"",
+    )
+    assert (again.log.snapshot_index, again.commit_index) == (2, 2)
 
 
 def test_an_out_of_order_chunk_is_answered_with_what_the_follower_holds() -> None:

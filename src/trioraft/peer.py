@@ -105,7 +105,12 @@ def restore_state(persister: Persister, n: int) -> tuple[PersistentState | None,
         problems.append(f"voted_for {state.voted_for} is not one of the {n} peers")
     if state.snapshot_index < 0 or state.snapshot_term < 0:
         problems.append("the snapshot index or term is negative")
-    if state.snapshot_index > 0 and not snapshot:
+    if state.snapshot_size >= 0 and len(snapshot) != state.snapshot_size:
+        problems.append(
+            f"the snapshot stored is {len(snapshot)} bytes but the raft state says "
+            f"{state.snapshot_size}"
+        )
+    elif state.snapshot_size < 0 and state.snapshot_index > 0 and not snapshot:
         problems.append(
             f"the log starts after index {state.snapshot_index} but no snapshot is stored"
         )
@@ -426,7 +431,7 @@ class Raft:
         node = self._node
         if node.dirty:
             state = codec.encode(node.persistent_state())
-            self._persister.save(state, node.snapshot_data or None)
+            self._persister.save(state, node.snapshot_data)
             node.dirty = False
             if self._tracer is not None:
                 self._tracer.event(self.me, "persist", node.trace_state())

@@ -102,6 +102,9 @@ class PersistentState(msgspec.Struct, frozen=True, array_like=True):
 
     ``snapshot_index``/``snapshot_term`` are the last entry folded into the
     snapshot (0/0 when there is none); ``entries`` start at snapshot_index + 1.
+    ``snapshot_size`` is the length of the snapshot saved beside this state, so
+    a restart can tell a lost snapshot from an empty one (-1: not recorded, as
+    in states saved before the field existed).
     """
 
     current_term: int
@@ -109,3 +112,4 @@ class PersistentState(msgspec.Struct, frozen=True, array_like=True):
     snapshot_index: int
     snapshot_term: int
     entries: tuple[Entry, ...]
+    snapshot_size: int = -1

@@ -141,7 +141,9 @@ class RaftNode:
         self._snapshot_progress: dict[int, tuple[int, int]] = {}
 
         # Follower side of InstallSnapshot: chunks received so far.
-        self._incoming_snapshot: tuple[int, int, bytearray] | None = None
+        # (leader's term, last included index, last included term, bytes so far):
+        # chunks of one leader's snapshot only, never spliced across terms.
+        self._incoming_snapshot: tuple[int, int, int, bytearray] | None = None
         self._snapshot_to_apply = False
 
         self.dirty = False
@@ -167,6 +169,7 @@ class RaftNode:
             self.log.snapshot_index,
             self.log.snapshot_term,
             tuple(self.log.entries),
+            len(self.snapshot_data),
         )
 
     def take_ready(self) -> Ready:
@@ -359,11 +362,13 @@ class RaftNode:
     def snapshot(self, index: int, data: bytes) -> str | None:
         """The service folded everything up to ``index`` into ``data``.
 
-        Returns None when done, or why the call was ignored (an index beyond
-        commit_index, or one the log has already compacted).
+        Returns None when done, or why the call was ignored (an index the service
+        has not been given yet, or one the log has already compacted).
         """
-        if index > self.commit_index:
-            return f"snapshot index {index} is beyond commit_index {self.commit_index}; ignored"
+        if index > self.last_applied:
+            # §7: a snapshot folds in what the state machine applied.  Past that, it
+            # would skip entries (or an installed snapshot) never delivered.
+            return f"snapshot index {index} is beyond last_applied {self.last_applied}; ignored"
         if index <= self.log.snapshot_index:
             return (
                 f"snapshot index {index} is not past the current snapshot "
@@ -371,7 +376,6 @@ class RaftNode:
             )
         self.log.compact(index)
         self.snapshot_data = bytes(data)
-        self.last_applied = max(self.last_applied, index)
         self.dirty = True
         self._note("snapshot", index=index)
         return None
@@ -394,17 +398,17 @@ class RaftNode:
         if args.term < self.current_term:
             return InstallSnapshotReply(self.current_term, 0)
         self._accept_leader(args.leader_id)
-        key = (args.last_included_index, args.last_included_term)
+        key = (args.term, args.last_included_index, args.last_included_term)
         # 2. Create a new snapshot file if first chunk (offset is 0).
         if args.offset == 0:
             self._incoming_snapshot = (*key, bytearray())
         incoming = self._incoming_snapshot
-        if incoming is None or incoming[:2] != key or args.offset != len(incoming[2]):
+        if incoming is None or incoming[:3] != key or args.offset != len(incoming[3]):
             # A chunk out of order (an earlier one was lost): say where we are.
-            have = len(incoming[2]) if incoming is not None and incoming[:2] == key else 0
+            have = len(incoming[3]) if incoming is not None and incoming[:3] == key else 0
             return InstallSnapshotReply(self.current_term, have)
         # 3. Write data into the snapshot file at given offset.
-        buffer = incoming[2]
+        buffer = incoming[3]
         buffer += args.data
         # 4. Reply and wait for more data chunks if done is false.
         if not args.done:
