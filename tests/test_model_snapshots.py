@@ -14,10 +14,12 @@ from trioraft.model.check_cli import add_arguments, run
 from trioraft.model.checker import check
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
 from trioraft.model.state import (
+    CANDIDATE,
     FOLLOWER,
     LEADER,
     AppendEntriesRequest,
     AppendEntriesResponse,
+    Entry,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     Message,
@@ -128,20 +130,35 @@ def test_install_snapshot_keeps_the_entries_after_a_matching_last_entry() -> Non
 
 
 def test_install_snapshot_replaces_a_conflicting_log() -> None:
-    """Figure 13 rule 7: no matching last entry, so the whole log is discarded."""
+    """Figure 13 rule 7: the entry at lastIncludedIndex has another term, so the whole
+    log is discarded, entries after it included (rule 6 would keep those)."""
     state = snapshot_race()
-    bare = state.servers[1]._replace(log=())  # server 1 as if it never got entry 1
-    state = state._replace(servers=(state.servers[0], bare, state.servers[2]))
-    state = state._replace(servers=state.servers)
-    state = _step(a.install_snapshot(state._replace(network=()), 0, 2))
-    m = _only(state, InstallSnapshotRequest)
-    assert isinstance(m, InstallSnapshotRequest)
-    # Server 2 with a log of another term at index 1.
-    other = state.servers[2]._replace(log=(a.Entry(0, 9),))
-    state = state._replace(servers=(state.servers[0], state.servers[1], other))
+    data = (Entry(1, 1), Entry(2, 5))
+    m = InstallSnapshotRequest(4, 2, 0, 2, 2, 2, data)
+    follower = state.servers[2]._replace(log=(Entry(1, 1), Entry(1, 2), Entry(1, 3)))
+    state = state._replace(servers=(*state.servers[:2], follower), network=(m,))
     after = _step(a.handle_install_snapshot(state, m))
-    assert after.servers[2].log == m.data
-    assert after.servers[2].commit_index == 1
+    s = after.servers[2]
+    assert s.log == data
+    assert (s.current_term, s.commit_index, s.snapshot_index) == (2, 2, 2)
+
+
+def test_a_chunk_that_does_not_complete_the_snapshot_only_carries_the_term() -> None:
+    state = snapshot_race()
+    candidate = state.servers[2]._replace(role=CANDIDATE, voted_for=2, votes_granted=1 << 2)
+    state = state._replace(servers=(*state.servers[:2], candidate))
+    sent = _step(a.install_snapshot_chunk(state, 0, 2))
+    chunk = _only(sent, InstallSnapshotRequest)
+    assert isinstance(chunk, InstallSnapshotRequest)
+    assert (chunk.last_included_index, chunk.data) == (0, ())
+    assert "not the last" in format_message(chunk)
+    after = _step(a.handle_install_snapshot(sent, chunk))
+    s = after.servers[2]
+    assert s.role == FOLLOWER and s.log == candidate.log and s.snapshot_index == 0
+    reply = _only(after, InstallSnapshotResponse)
+    back = deliver(after, reply)
+    assert back.servers[0] == after.servers[0]  # the leader learns nothing from it
+    assert a.install_snapshot_chunk(state, 0, 1) is None  # nextIndex[1] is past the snapshot
 
 
 def test_an_old_snapshot_changes_nothing_but_is_acknowledged() -> None:

@@ -777,6 +777,20 @@ def install_snapshot(state: State, i: int, j: int) -> State | None:
     return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
 
 
+def install_snapshot_chunk(state: State, i: int, j: int) -> State | None:
+    """Leaders: as :func:`install_snapshot`, but a chunk that does not complete the
+    snapshot (the implementation sends snapshots in chunks, and chunks get lost):
+    the follower only learns the leader's term from it.  Sent as an
+    InstallSnapshot with last_included_index 0 and no data."""
+    s = state.servers[i]
+    if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
+        return None
+    if s.snapshot_index == 0 or s.next_index[j] > s.snapshot_index:
+        return None
+    m = _new(InstallSnapshotRequest, (4, s.current_term, i, j, 0, 0, ()))
+    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+
+
 def handle_install_snapshot(
     state: State, m: InstallSnapshotRequest, *, mutant: str | None = None
 ) -> State | None:
@@ -906,6 +920,10 @@ def tidy_network(state: State, changed: int = -1) -> State:
     - a response of a newer term than its receiver's only makes it a follower of
       that term (a granted vote or a success never is newer): it is replaced by
       a refused vote of that term;
+    - (a leader's nextIndex[j] is always above matchIndex[j]: every raise of
+      matchIndex raises nextIndex with it, and a rejection moves nextIndex to at
+      least matchIndex + 1; so a success that does not raise matchIndex cannot
+      raise nextIndex either)
     - a response that changes nothing when delivered is removed: one of an older
       term, a refused vote of the current term, a vote its candidate has
       counted or can no longer use, a successful AppendEntries or InstallSnapshot
@@ -1075,6 +1093,8 @@ def _apply_action(state: State, step: Step, mutant: str | None) -> State | None:
         return take_snapshot(state, i, step.snapshot_index)
     if action == "install_snapshot":
         return install_snapshot(state, i, step.peer)
+    if action == "install_snapshot_chunk":
+        return install_snapshot_chunk(state, i, step.peer)
     if action == "apply_snapshot":
         return apply_snapshot(state, i, state.servers[i].snapshot_index)
     if m is None:
@@ -1150,6 +1170,11 @@ def _expand(
                             add(tidy_network(t, 1 << j) if stale else t)
                             if steps is not None:
                                 steps.append(Step("install_snapshot", i, j))
+                        t = install_snapshot_chunk(state, i, j)
+                        if t is not None:
+                            add(tidy_network(t, 1 << j) if stale else t)
+                            if steps is not None:
+                                steps.append(Step("install_snapshot_chunk", i, j))
                         continue
                     for count in range(len(log) - next_index[j] + 2):
                         t = append_entries(state, i, j, count)

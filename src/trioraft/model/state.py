@@ -168,8 +168,9 @@ class InstallSnapshotRequest(NamedTuple):
     """InstallSnapshot RPC arguments (Figure 13), in one chunk; the leader is ``source``.
 
     ``data`` is the snapshot's contents: the leader's entries 1..last_included_index
-    (the state machine they build, entry by entry).  Chunking (offset, done) is
-    the implementation's business; the model sends a snapshot whole.
+    (the state machine they build, entry by entry).  The model sends a snapshot
+    whole, or a chunk that does not complete it: last_included_index 0 and no
+    data (the receiver learns only the leader's term).
     """
 
     kind: Literal[4]
@@ -185,7 +186,7 @@ class InstallSnapshotResponse(NamedTuple):
     """InstallSnapshot RPC results (Figure 13: the term), with what the leader needs
     of its request: ``last_included_index`` when the follower holds the snapshot
     (installed now, or covered by its commitIndex already), 0 for a refusal for
-    the term."""
+    the term or the reply to a chunk that did not complete the snapshot."""
 
     kind: Literal[5]
     term: int
@@ -283,6 +284,8 @@ def format_message(m: Message) -> str:
             f"{head} prev {m.prev_log_index}/t{m.prev_log_term} [{entries}] "
             f"commit {m.leader_commit}"
         )
+    if isinstance(m, InstallSnapshotRequest) and not m.last_included_index:
+        return f"{head} a chunk (not the last) of a snapshot"
     if isinstance(m, InstallSnapshotRequest):
         return (
             f"{head} snapshot {m.last_included_index}/t{m.last_included_term} {format_log(m.data)}"
@@ -290,7 +293,7 @@ def format_message(m: Message) -> str:
     if isinstance(m, InstallSnapshotResponse):
         if m.last_included_index:
             return f"{head} holds snapshot {m.last_included_index}"
-        return f"{head} refused for the term"
+        return f"{head} without a snapshot (refused, or a chunk received)"
     if m.success:
         return f"{head} success match {m.match_index}"
     return f"{head} failure at prev {m.prev_log_index}"

@@ -71,6 +71,8 @@ def describe(step: Step, before: State, after: State) -> str:
         sent = _sent(before, install_snapshot(before, i, step.peer))
         if sent is not None:
             text += f": {format_message(sent)}"
+    elif action == "install_snapshot_chunk":
+        text = f"leader {i} sends server {step.peer} a chunk (not the last) of its snapshot"
     elif action == "apply_snapshot":
         last = after.servers[i].last_applied
         text = f"server {i} resets its state machine to its snapshot (entries 1..{last})"
@@ -132,6 +134,8 @@ def _describe_receive(step: Step, before: State, after: State) -> str:
         if new.snapshot_index != old.snapshot_index:
             text += f", installs it: log now {format_log(new.log)}"
             text += f", commit_index {new.commit_index}"
+        elif not m.last_included_index and new.current_term == m.term:
+            text += ", keeps it (the snapshot is not complete yet)"
         elif new.current_term == m.term:
             text += f", already holds it (commit_index {new.commit_index})"
         else:
