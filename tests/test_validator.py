@@ -451,3 +451,29 @@ def test_wrong_fast_backup_hints() -> None:
     events[at]["msg"]["conflict_index"] += 1
     text = rejected(header, events, "AppendEntries receiver: fast-backup hints")
     assert "conflict_index" in text
+
+
+async def test_snapshot_rules_reject_broken_traces(seed: int) -> None:
+    """An installed snapshot that is not the one sent; a snapshot the service never
+    applied; a leader that sends a snapshot term it does not hold."""
+    recorder = await record(seed, snapshot=True)
+    header, events = recorder.records[0], recorder.records[1:]
+
+    broken = copy.deepcopy(events)
+    at = index_of(broken, event="install_snapshot")
+    broken[at]["index"] -= 1
+    assert "install_snapshot" in rejected(header, broken, "InstallSnapshot receiver")
+
+    broken = copy.deepcopy(events)
+    at = index_of(broken, event="snapshot")
+    broken[at]["index"] = broken[at]["state"]["last_applied"] + 1
+    rejected(header, broken, "Snapshot")
+
+    broken = copy.deepcopy(events)
+    at = next(
+        k
+        for k, e in enumerate(broken)
+        if e["event"] == "send" and e["msg"]["type"] == "InstallSnapshot"
+    )
+    broken[at]["msg"]["last_included_term"] += 1
+    rejected(header, broken, "Leaders: InstallSnapshot")

@@ -40,17 +40,18 @@ events and steps were replayed and the first :class:`Violation`, if any.
   ``persist`` saves the node's term, vote, log and snapshot; a crash loses the
   rest; a reply must be sent only from saved state and a request only with
   saved terms and entries; a restarted node must report the saved state.
-- **Snapshots** (Figure 13) use the model's ``snapshot_index``: a ``snapshot``
+- **Snapshots** (Figure 13) use the model's snapshot actions: a ``snapshot``
   is :func:`~.actions.take_snapshot`; a crash restores the saved snapshot
-  (:func:`~.actions.restart`, which refuses one holding an entry never known
+  (:func:`~.actions.restart`, after checking it holds only entries known
   committed); the send of an ``InstallSnapshot`` chunk must be one
   :func:`~.actions.install_snapshot` allows (nextIndex inside the leader's
-  snapshot).  Its receipt is replayed as the AppendEntries from index 1
-  carrying the leader's entries up to its last included index (or, for a
-  chunk the follower did not complete, as the heartbeat it is to the
-  follower's term and role), which on the logical log does what Figure 13's
-  rules 6-7 do; the ``install_snapshot`` event then compacts the follower's
-  log to it, and ``apply_snapshot`` is :func:`~.actions.apply_snapshot`.
+  snapshot).  A received chunk is the whole snapshot if the follower's reply
+  says it now holds all of it (``done``, and ``received`` = offset + length),
+  else a chunk that does not complete it (:func:`~.actions.install_snapshot_chunk`:
+  only its term counts); either is handled by
+  :func:`~.actions.handle_install_snapshot`, its reply by
+  :func:`~.actions.handle_install_snapshot_response`; ``apply_snapshot`` is
+  :func:`~.actions.apply_snapshot`.
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ from .actions import (
     drop_message,
     handle_append_entries,
     handle_append_entries_response,
+    handle_install_snapshot,
+    handle_install_snapshot_response,
     handle_request_vote,
     handle_request_vote_response,
     install_snapshot,
+    install_snapshot_chunk,
     request_vote,
     restart,
     take_snapshot,
@@ -91,6 +95,8 @@ from .state import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
     Log,
     Message,
     RequestVoteRequest,
@@ -206,11 +212,11 @@ class _Durable(NamedTuple):
 
 
 class _SnapshotSent(NamedTuple):
-    """An InstallSnapshot chunk as sent, and the two AppendEntries it may stand for."""
+    """An InstallSnapshot chunk as sent, and the two model messages it may stand for."""
 
     fields: tuple[Any, ...]  # term, last_included_index, last_included_term, offset, len, done
-    full: AppendEntriesRequest  # the follower completes the snapshot
-    empty: AppendEntriesRequest  # it does not (a chunk, or out of order)
+    full: InstallSnapshotRequest  # the follower completes the snapshot with it
+    chunk: InstallSnapshotRequest  # it does not (not the last chunk, or out of order)
     total: int  # offset + data_len: what the follower must report to have it all
     done: bool
 
@@ -779,17 +785,16 @@ class _Replay:
         return "Snapshot"
 
     def _check_install(self, i: int, index: int, term: int) -> None:
-        """InstallSnapshot receiver: the replayed request made the snapshot's entries
-        the log's prefix and commitIndex its index; the log is now compacted to it."""
+        """InstallSnapshot receiver: the model installed the same snapshot (rules 6-7:
+        its entries are the log's prefix; commitIndex and snapshot_index are its)."""
         s = self.state.servers[i]
-        if s.commit_index != index or _term_at(s.log, index) != term:
+        if (s.snapshot_index, s.commit_index) != (index, index) or _term_at(s.log, index) != term:
             raise _Broken(
                 "InstallSnapshot receiver",
-                f"snapshot {s.commit_index}/t{_term_at(s.log, s.commit_index)} (commitIndex)",
+                f"snapshot {s.snapshot_index}/t{_term_at(s.log, s.snapshot_index)}, "
+                f"commitIndex {s.commit_index}",
                 f"install_snapshot {index}/t{term}",
             )
-        if index > s.snapshot_index:
-            self.state = self._with(i, s._replace(snapshot_index=index))
 
     def _apply_snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
         """Figure 13 rule 8: the state machine is reset to an installed snapshot."""
@@ -997,7 +1002,7 @@ class _Replay:
 
     def _send_install_snapshot(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
         """Figure 13: a leader sends a chunk of its snapshot (entries up to an index it
-        committed), replayed as AppendEntries from index 1 (see the module doc)."""
+        committed); which model message it is depends on the follower (below)."""
         term = msg["term"]
         j = msg["to"]
         index = msg["last_included_index"]
@@ -1015,15 +1020,16 @@ class _Replay:
         # was inside it; the model's install_snapshot must be enabled there.
         sender = self._leader_as_of(i, j, term, index, index)
         sender = sender._replace(snapshot_index=index)
-        sent = install_snapshot(self._with(i, sender), i, j)
-        if sent is None:
+        as_of = self._with(i, sender)
+        whole = install_snapshot(as_of, i, j)
+        part = install_snapshot_chunk(as_of, i, j)
+        if whole is None or part is None:
             raise _Broken("Leaders: InstallSnapshot", "install_snapshot enabled", "not enabled")
-        # Replayed at the follower as AppendEntries from nextIndex 1 with leaderCommit
-        # the snapshot's index (see the module doc); nothing is in flight yet: the
-        # follower's step picks the whole one or the empty one.
-        entries = sender.log[:index]
-        full = _new(AppendEntriesRequest, (2, term, i, j, 0, 0, entries, index))
-        empty = _new(AppendEntriesRequest, (2, term, i, j, 0, 0, (), index))
+        # Nothing is in flight yet: the follower's step says whether this chunk
+        # completed the snapshot (the whole one) or not (a chunk).
+        full = _new(InstallSnapshotRequest, (4, term, i, j, index, s_term, sender.log[:index]))
+        chunk = _new(InstallSnapshotRequest, (4, term, i, j, 0, 0, ()))
+        assert full in whole.network and chunk in part.network
         fields = (
             term,
             index,
@@ -1033,7 +1039,7 @@ class _Replay:
             bool(msg["done"]),
         )
         total = msg["offset"] + msg["data_len"]
-        self.snapshots_sent[message_id] = _SnapshotSent(fields, full, empty, total, fields[5])
+        self.snapshots_sent[message_id] = _SnapshotSent(fields, full, chunk, total, fields[5])
 
     # ------------------------------------------------------------ receiving
 
@@ -1067,7 +1073,7 @@ class _Replay:
         """RequestVote / AppendEntries receiver: handle the request, check the reply."""
         m: Message
         if kind == "InstallSnapshot":
-            m = self._snapshot_as_append_entries(events, start, end, message_id, msg)
+            m = self._snapshot_received(events, start, end, message_id, msg)
             rule = "InstallSnapshot receiver"
         else:
             sent = self.requests.get(message_id)
@@ -1094,9 +1100,11 @@ class _Replay:
             self.hint_source = (receiver.log, m.prev_log_index, receiver.snapshot_index)
         if isinstance(m, RequestVoteRequest):
             t = handle_request_vote(self.state, m)
-        else:
-            assert isinstance(m, AppendEntriesRequest)
+        elif isinstance(m, AppendEntriesRequest):
             t = handle_append_entries(self.state, m)
+        else:
+            assert isinstance(m, InstallSnapshotRequest)
+            t = handle_install_snapshot(self.state, m)
         assert t is not None  # m is in flight
         self.state = t
         reply = _reply_added(before, t.network, m, t.servers[m.dest].current_term)
@@ -1104,14 +1112,16 @@ class _Replay:
         self._follow_ups(events, start, end, reply)
         return rule
 
-    def _snapshot_as_append_entries(
+    def _snapshot_received(
         self,
         events: Sequence[Event],
         start: int,
         end: int,
         message_id: int,
         msg: Mapping[str, Any],
-    ) -> AppendEntriesRequest:
+    ) -> InstallSnapshotRequest:
+        """The model message a received chunk is: the whole snapshot if the follower's
+        reply says it now holds all of it, else a chunk (only the term counts)."""
         sent = self.snapshots_sent.get(message_id)
         if sent is None:
             raise self._never_sent(message_id, "InstallSnapshot")
@@ -1130,7 +1140,7 @@ class _Replay:
             e = events[k]
             if e["event"] == "send":
                 complete = sent.done and e["msg"]["received"] >= sent.total
-        return sent.full if complete else sent.empty
+        return sent.full if complete else sent.chunk
 
     def _receive_reply(
         self,
@@ -1143,18 +1153,20 @@ class _Replay:
     ) -> str:
         """Candidates count votes; leaders update nextIndex and matchIndex."""
         r = self.replies.get(message_id)
-        expected_kind = "RequestVoteReply" if kind == "RequestVoteReply" else "AppendEntries"
-        if r is None or not MESSAGE_NAMES[r.kind].startswith(expected_kind):
+        if r is None or MESSAGE_NAMES[r.kind] != kind:
             raise self._never_sent(message_id, kind)
         _check_reply(r, msg)
         self._in_bag(r)
         if isinstance(r, RequestVoteResponse):
             t = handle_request_vote_response(self.state, r)
             rule = "Candidates: count votes"
-        else:
-            assert isinstance(r, AppendEntriesResponse)
+        elif isinstance(r, AppendEntriesResponse):
             t = handle_append_entries_response(self.state, r, self._next_index_choice(r))
             rule = "Leaders: nextIndex and matchIndex"
+        else:
+            assert isinstance(r, InstallSnapshotResponse)
+            t = handle_install_snapshot_response(self.state, r)
+            rule = "Leaders: InstallSnapshot reply"
         assert t is not None
         self.state = t
         self._follow_ups(events, start, end)
@@ -1212,10 +1224,10 @@ def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
         if kind != "RequestVoteReply" or bool(msg["vote_granted"]) != model.vote_granted:
             raise _Broken("RequestVote receiver", format_message(model), _show_reply(msg))
     elif isinstance(model, AppendEntriesResponse):
-        if kind == "AppendEntriesReply" and bool(msg["success"]) != model.success:
+        if kind != "AppendEntriesReply" or bool(msg["success"]) != model.success:
             raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
-        if kind not in ("AppendEntriesReply", "InstallSnapshotReply"):
-            raise _Broken("Reply", format_message(model), kind)
+    elif kind != "InstallSnapshotReply":
+        raise _Broken("Reply", format_message(model), kind)
 
 
 def _conflict_hints(log: Log, prev: int, snapshot_index: int) -> tuple[int, int]:
@@ -1249,6 +1261,11 @@ def _reply_added(
         candidates = (
             _new(RequestVoteResponse, (1, term, m.dest, m.source, True)),
             _new(RequestVoteResponse, (1, term, m.dest, m.source, False)),
+        )
+    elif isinstance(m, InstallSnapshotRequest):
+        candidates = (
+            _new(InstallSnapshotResponse, (5, term, m.dest, m.source, m.last_included_index)),
+            _new(InstallSnapshotResponse, (5, term, m.dest, m.source, 0)),
         )
     else:
         assert isinstance(m, AppendEntriesRequest)
