@@ -136,6 +136,39 @@ def _observe_term(s: Server, term: int) -> Server:
     )
 
 
+def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
+    """Server ``s`` after a valid AppendEntries or InstallSnapshot of its current term:
+    Candidates: "if AppendEntries RPC received from new leader: convert to
+    follower"; its log, snapshot and commitIndex become the given ones.  ``s``
+    itself when nothing changes."""
+    role = FOLLOWER if s.role == CANDIDATE else s.role
+    if (
+        role == s.role
+        and log is s.log
+        and commit == s.commit_index
+        and snapshot == s.snapshot_index
+    ):
+        return s
+    return _new(
+        Server,
+        (
+            s.current_term,
+            s.voted_for,
+            log,
+            snapshot,
+            role,
+            commit,
+            s.last_applied,
+            0 if role == FOLLOWER else s.votes_granted,
+            s.next_index,
+            s.match_index,
+            _leader_log(s.leader_log, log) if role == LEADER else (),
+            s.led_terms,
+            s.applied,
+        ),
+    )
+
+
 def _leader_log(old: Log, new: Log) -> Log:
     """History for Leader Append-Only: follow the log while it only grows, else keep
     the evidence (the log the leader held before it lost or changed entries)."""
@@ -458,8 +491,6 @@ def handle_append_entries(
         reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, 0))
     else:
         log = s.log
-        role = FOLLOWER if s.role == CANDIDATE else s.role
-        votes = 0 if role == FOLLOWER else s.votes_granted
         entries = m.entries
         prev_term = m.prev_log_term
         commit = s.commit_index
@@ -495,25 +526,7 @@ def handle_append_entries(
             reply = _new(AppendEntriesResponse, (3, term, j, m.source, True, match, 0))
         else:
             reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, m.prev_log_index))
-        if role != s.role or log is not s.log or commit != s.commit_index:
-            s = _new(
-                Server,
-                (
-                    term,
-                    s.voted_for,
-                    log,
-                    s.snapshot_index,
-                    role,
-                    commit,
-                    s.last_applied,
-                    votes,
-                    s.next_index,
-                    s.match_index,
-                    _leader_log(s.leader_log, log) if role == LEADER else (),
-                    s.led_terms,
-                    s.applied,
-                ),
-            )
+        s = _heard_leader(s, log, snapshot, commit)
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
@@ -812,7 +825,6 @@ def handle_install_snapshot(
         # 1. Reply immediately if term < currentTerm.
         reply = _new(InstallSnapshotResponse, (5, term, j, m.source, 0))
     else:
-        role = FOLLOWER if s.role == CANDIDATE else s.role
         log = s.log
         commit = s.commit_index
         snapshot = s.snapshot_index
@@ -831,25 +843,7 @@ def handle_install_snapshot(
             committed = _record_commits(committed, log, commit, index, term)
             commit = snapshot = index
         reply = _new(InstallSnapshotResponse, (5, term, j, m.source, index))
-        if role != s.role or log is not s.log or commit != s.commit_index:
-            s = _new(
-                Server,
-                (
-                    term,
-                    s.voted_for,
-                    log,
-                    snapshot,
-                    role,
-                    commit,
-                    s.last_applied,
-                    0 if role == FOLLOWER else s.votes_granted,
-                    s.next_index,
-                    s.match_index,
-                    _leader_log(s.leader_log, log) if role == LEADER else (),
-                    s.led_terms,
-                    s.applied,
-                ),
-            )
+        s = _heard_leader(s, log, snapshot, commit)
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
