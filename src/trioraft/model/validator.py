@@ -77,7 +77,6 @@ from .actions import (
     handle_request_vote,
     handle_request_vote_response,
     install_snapshot,
-    install_snapshot_chunk,
     request_vote,
     restart,
     take_snapshot,
@@ -1020,16 +1019,14 @@ class _Replay:
         # was inside it; the model's install_snapshot must be enabled there.
         sender = self._leader_as_of(i, j, term, index, index)
         sender = sender._replace(snapshot_index=index)
-        as_of = self._with(i, sender)
-        whole = install_snapshot(as_of, i, j)
-        part = install_snapshot_chunk(as_of, i, j)
-        if whole is None or part is None:
+        full = _new(InstallSnapshotRequest, (4, term, i, j, index, s_term, sender.log[:index]))
+        sent = install_snapshot(self._with(i, sender), i, j)
+        if sent is None or full not in sent.network:
             raise _Broken("Leaders: InstallSnapshot", "install_snapshot enabled", "not enabled")
         # Nothing is in flight yet: the follower's step says whether this chunk
-        # completed the snapshot (the whole one) or not (a chunk).
-        full = _new(InstallSnapshotRequest, (4, term, i, j, index, s_term, sender.log[:index]))
+        # completed the snapshot (the whole one) or not (install_snapshot_chunk's
+        # message, enabled exactly when install_snapshot is).
         chunk = _new(InstallSnapshotRequest, (4, term, i, j, 0, 0, ()))
-        assert full in whole.network and chunk in part.network
         fields = (
             term,
             index,
