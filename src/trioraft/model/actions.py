@@ -774,9 +774,12 @@ def take_snapshot(state: State, i: int, index: int) -> State | None:
     )
 
 
-def install_snapshot(state: State, i: int, j: int) -> State | None:
+def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> State | None:
     """Leaders: a follower whose nextIndex is inside the snapshot (its entries are
-    gone from the log) is sent an InstallSnapshot RPC with the whole snapshot."""
+    gone from the log) is sent an InstallSnapshot RPC with the whole snapshot; or,
+    with ``whole`` False, a chunk that does not complete it (the implementation
+    sends snapshots in chunks, and chunks get lost): last_included_index 0 and no
+    data, from which the follower only learns the leader's term."""
     s = state.servers[i]
     if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
         return None
@@ -785,23 +788,17 @@ def install_snapshot(state: State, i: int, j: int) -> State | None:
         return None
     log = s.log
     m = _new(
-        InstallSnapshotRequest, (4, s.current_term, i, j, index, log[index - 1].term, log[:index])
+        InstallSnapshotRequest,
+        (4, s.current_term, i, j, index, log[index - 1].term, log[:index])
+        if whole
+        else (4, s.current_term, i, j, 0, 0, ()),
     )
     return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
 
 
 def install_snapshot_chunk(state: State, i: int, j: int) -> State | None:
-    """Leaders: as :func:`install_snapshot`, but a chunk that does not complete the
-    snapshot (the implementation sends snapshots in chunks, and chunks get lost):
-    the follower only learns the leader's term from it.  Sent as an
-    InstallSnapshot with last_included_index 0 and no data."""
-    s = state.servers[i]
-    if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
-        return None
-    if s.snapshot_index == 0 or s.next_index[j] > s.snapshot_index:
-        return None
-    m = _new(InstallSnapshotRequest, (4, s.current_term, i, j, 0, 0, ()))
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    """:func:`install_snapshot` of a chunk that does not complete the snapshot."""
+    return install_snapshot(state, i, j, whole=False)
 
 
 def handle_install_snapshot(
