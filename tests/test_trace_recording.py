@@ -149,3 +149,16 @@ def test_unreadable_files_are_reported(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(TraceFormatError, match="UTF-8"):
         read_trace(str(binary))
+
+
+def test_blank_lines_are_skipped_and_line_numbers_kept() -> None:
+    trace = read_trace_lines(
+        [
+            '{"format": "trioraft-trace", "version": 1, "nodes": 3}\n',
+            "\n",
+            "   \n",
+            '{"seq": 1, "node": 0, "event": "timeout"}\n',
+            b"\n",
+        ]
+    )
+    assert trace.lines == [4] and len(trace.events) == 1

@@ -62,7 +62,24 @@ def check_header(source: str, header: Any) -> dict[str, Any]:
     return header
 
 
+_STATE_KEYS = frozenset(STATE_FIELDS)
+
+
 def check_event(source: str, lineno: int, event: Any, nodes: int, last_seq: int) -> None:
+    """Raise :class:`TraceFormatError` naming what is wrong with an event line."""
+    if type(event) is dict:
+        # The common case, tested in one go; anything odd takes the slow path,
+        # which names the problem.
+        seq, node, state = event.get("seq"), event.get("node"), event.get("state")
+        if (
+            type(seq) is int
+            and type(node) is int
+            and type(event.get("event")) is str
+            and seq > last_seq
+            and -1 <= node < nodes
+            and (state is None or (type(state) is dict and state.keys() == _STATE_KEYS))
+        ):
+            return
     if not isinstance(event, dict):
         raise TraceFormatError(source, lineno, "an event must be a JSON object")
     for name, kind in REQUIRED.items():
@@ -94,11 +111,11 @@ def iter_trace(lines: Iterable[str | bytes], source: str = "<trace>") -> Iterato
     nodes: int | None = None
     last_seq = 0
     for lineno, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
         try:
             value = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
+            if not text.strip():
+                continue  # a blank line
             raise TraceFormatError(source, lineno, f"not valid JSON: {exc}") from None
         except UnicodeDecodeError as exc:  # bytes lines: msgspec checks UTF-8
             raise TraceFormatError(source, lineno, f"not UTF-8 text: {exc.reason}") from None
