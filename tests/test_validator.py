@@ -477,3 +477,40 @@ async def test_snapshot_rules_reject_broken_traces(seed: int) -> None:
     )
     broken[at]["msg"]["last_included_term"] += 1
     rejected(header, broken, "Leaders: InstallSnapshot")
+
+
+async def test_chunked_snapshot_rules_reject_broken_traces(seed: int) -> None:
+    """Chunks must build one snapshot in order; a leader sends only a snapshot it
+    holds; the snapshot applied is the one installed; messages arrive as sent."""
+    recorder = await record(seed, unreliable=True, snapshot=True, chunk=48)
+    header, events = recorder.records[0], recorder.records[1:]
+
+    def first(kind: str, event: str = "send") -> int:
+        return next(
+            k for k, e in enumerate(events) if e["event"] == event and e["msg"]["type"] == kind
+        )
+
+    broken = copy.deepcopy(events)
+    at = first("InstallSnapshotReply")
+    broken[at]["msg"]["received"] += 1
+    assert "received" in rejected(header, broken, "InstallSnapshot receiver rules 2-5")
+
+    broken = copy.deepcopy(events)
+    at = first("InstallSnapshot")
+    broken[at]["msg"]["last_included_index"] -= 1
+    assert "a snapshot it holds" in rejected(header, broken, "Leaders: InstallSnapshot")
+
+    broken = copy.deepcopy(events)
+    at = first("InstallSnapshot", "receive")
+    broken[at]["msg"]["data_digest"] = "0" * 16
+    rejected(header, broken, "Receive")
+
+    broken = copy.deepcopy(events)
+    at = first("InstallSnapshotReply", "receive")
+    broken[at]["msg"]["received"] += 1000
+    assert "received" in rejected(header, broken, "Receive")
+
+    broken = copy.deepcopy(events)
+    at = index_of(broken, event="apply_snapshot")
+    broken[at]["index"] -= 1
+    assert "the snapshot it holds" in rejected(header, broken, "Apply snapshot")

@@ -213,7 +213,7 @@ class _Durable(NamedTuple):
 class _SnapshotSent(NamedTuple):
     """An InstallSnapshot chunk as sent, and the two model messages it may stand for."""
 
-    fields: tuple[Any, ...]  # term, last_included_index, last_included_term, offset, len, done
+    fields: tuple[Any, ...]  # every field of the chunk (see _chunk_fields)
     full: InstallSnapshotRequest  # the follower completes the snapshot with it
     chunk: InstallSnapshotRequest  # it does not (not the last chunk, or out of order)
     total: int  # offset + data_len: what the follower must report to have it all
@@ -400,6 +400,11 @@ class _Replay:
         self.saved: list[_Durable] = [_FRESH] * nodes
         self.requests: dict[int, Message] = {}  # id -> the model's request, as sent
         self.snapshots_sent: dict[int, _SnapshotSent] = {}
+        self.replies_sent: dict[int, Mapping[str, Any]] = {}  # id -> the reply as logged
+        # Per node: the snapshots it held since it last started (it may send only
+        # those), and the chunks of one it is receiving: (key, bytes so far).
+        self.held: list[set[int]] = [set() for _ in range(nodes)]
+        self.assembly: list[tuple[tuple[int, int, int], int] | None] = [None] * nodes
         self.replies: dict[int, Message] = {}  # id -> the model's reply, as sent
         self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
         self.reign: list[Server | None] = [None] * nodes  # last self as leader
@@ -637,6 +642,8 @@ class _Replay:
         t = restart(self.state, i)
         assert t is not None  # restart is always enabled
         self.state = t
+        self.held[i] = {saved.snapshot_index} if saved.snapshot_index else set()
+        self.assembly[i] = None
 
     def _save(self, i: int) -> None:
         s = self.state.servers[i]
@@ -780,6 +787,7 @@ class _Replay:
                 f"snapshot at {index}",
             )
         self.state = t
+        self.held[i].add(index)
         self._follow_ups(events, start, end)
         return "Snapshot"
 
@@ -794,6 +802,7 @@ class _Replay:
                 f"commitIndex {s.commit_index}",
                 f"install_snapshot {index}/t{term}",
             )
+        self.held[i].add(index)
 
     def _apply_snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
         """Figure 13 rule 8: the state machine is reset to an installed snapshot."""
@@ -801,6 +810,10 @@ class _Replay:
         i = e["node"]
         index = e["index"]
         s = self.state.servers[i]
+        if index != s.snapshot_index:
+            raise _Broken(
+                "Apply snapshot", f"the snapshot it holds ({s.snapshot_index})", f"index {index}"
+            )
         if _term_at(s.log, index) != e["snapshot_term"]:
             raise _Broken(
                 "Apply snapshot",
@@ -1008,6 +1021,13 @@ class _Replay:
         if msg["leader_id"] != i:
             raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
         leader, _ = self._sender(i, term, LEADER)
+        if index not in self.held[i]:
+            held = ", ".join(map(str, sorted(self.held[i]))) or "none"
+            raise _Broken(
+                "Leaders: InstallSnapshot",
+                f"a snapshot it holds (held since it started: {held})",
+                f"snapshot {index}",
+            )
         s_term = _term_at(leader.log, index)
         if index > leader.commit_index or s_term != msg["last_included_term"]:
             raise _Broken(
@@ -1027,16 +1047,9 @@ class _Replay:
         # completed the snapshot (the whole one) or not (install_snapshot_chunk's
         # message, enabled exactly when install_snapshot is).
         chunk = _new(InstallSnapshotRequest, (4, term, i, j, 0, 0, ()))
-        fields = (
-            term,
-            index,
-            msg["last_included_term"],
-            msg["offset"],
-            msg["data_len"],
-            bool(msg["done"]),
-        )
+        fields = _chunk_fields(msg)
         total = msg["offset"] + msg["data_len"]
-        self.snapshots_sent[message_id] = _SnapshotSent(fields, full, chunk, total, fields[5])
+        self.snapshots_sent[message_id] = _SnapshotSent(fields, full, chunk, total, fields[-1])
 
     # ------------------------------------------------------------ receiving
 
@@ -1122,22 +1135,46 @@ class _Replay:
         sent = self.snapshots_sent.get(message_id)
         if sent is None:
             raise self._never_sent(message_id, "InstallSnapshot")
-        fields = (
+        fields = _chunk_fields(msg)
+        if fields != sent.fields:
+            raise _Broken("Receive", f"InstallSnapshot {sent.fields}", f"{fields}")
+        received = self._assemble(msg)
+        complete = sent.done and received >= sent.total
+        for k in range(start + 1, end):
+            e = events[k]
+            if e["event"] == "send" and e["msg"].get("received") != received:
+                raise _Broken(
+                    "InstallSnapshot receiver rules 2-5",
+                    f"received {received} (chunks of one snapshot, in order from offset 0)",
+                    f"received {e['msg'].get('received')}",
+                )
+        return sent.full if complete else sent.chunk
+
+    def _assemble(self, msg: Mapping[str, Any]) -> int:
+        """Figure 13 rules 2-5 at the follower: a chunk at offset 0 starts a snapshot,
+        one that continues it (same leader term, index and term; its offset what
+        arrived so far) extends it, any other is refused; completing it ends it.
+        Returns what the follower must reply it holds."""
+        j = msg["to"]
+        if msg["term"] < self.state.servers[j].current_term:
+            return 0  # refused for the term: rule 1
+        key: tuple[int, int, int] = (
             msg["term"],
             msg["last_included_index"],
             msg["last_included_term"],
-            msg["offset"],
-            msg["data_len"],
-            bool(msg["done"]),
         )
-        if fields != sent.fields:
-            raise _Broken("Receive", f"InstallSnapshot {sent.fields}", f"{fields}")
-        complete = False
-        for k in range(start + 1, end):
-            e = events[k]
-            if e["event"] == "send":
-                complete = sent.done and e["msg"]["received"] >= sent.total
-        return sent.full if complete else sent.chunk
+        offset = msg["offset"]
+        have = self.assembly[j]
+        if offset == 0:
+            have = (key, 0)
+        if have is None or have[0] != key:
+            return 0
+        so_far: int = have[1]
+        if offset != so_far:
+            return so_far  # out of order: says what it holds, keeps it
+        received: int = so_far + msg["data_len"]
+        self.assembly[j] = None if msg["done"] else (key, received)
+        return received
 
     def _receive_reply(
         self,
@@ -1153,6 +1190,14 @@ class _Replay:
         if r is None or MESSAGE_NAMES[r.kind] != kind:
             raise self._never_sent(message_id, kind)
         _check_reply(r, msg)
+        sent = self.replies_sent[message_id]
+        if msg != sent:
+            changed = sorted(k for k in sent.keys() | msg.keys() if sent.get(k) != msg.get(k))
+            raise _Broken(
+                "Receive",
+                f"the {kind} as sent: " + ", ".join(f"{k} {sent.get(k)!r}" for k in changed),
+                ", ".join(f"{k} {msg.get(k)!r}" for k in changed),
+            )
         self._in_bag(r)
         if isinstance(r, RequestVoteResponse):
             t = handle_request_vote_response(self.state, r)
@@ -1207,6 +1252,7 @@ class _Replay:
                 f"{len(saved.log)} entries",
             )
         self.replies[e["id"]] = reply
+        self.replies_sent[e["id"]] = msg
 
 
 def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
@@ -1225,6 +1271,21 @@ def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
             raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
     elif kind != "InstallSnapshotReply":
         raise _Broken("Reply", format_message(model), kind)
+
+
+def _chunk_fields(msg: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies an InstallSnapshot chunk as sent: every field of it."""
+    return (
+        msg["from"],
+        msg["leader_id"],
+        msg["term"],
+        msg["last_included_index"],
+        msg["last_included_term"],
+        msg["offset"],
+        msg["data_len"],
+        msg["data_digest"],
+        bool(msg["done"]),
+    )
 
 
 def _conflict_hints(log: Log, prev: int, snapshot_index: int) -> tuple[int, int]:
