@@ -79,6 +79,7 @@ def test_make_refuses_a_corrupt_persister() -> None:
                     b"abc",
                     "the snapshot stored is 3 bytes but the raft state says 4",
                 ),
+                (codec.encode(PersistentState(1, None, 5, 1, (), -7)), b"abc", "size -7"),
                 (
                     codec.encode(PersistentState(1, None, 0, 0, (Entry(2, _raw(1)),))),
                     None,

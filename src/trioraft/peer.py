@@ -105,6 +105,8 @@ def restore_state(persister: Persister, n: int) -> tuple[PersistentState | None,
         problems.append(f"voted_for {state.voted_for} is not one of the {n} peers")
     if state.snapshot_index < 0 or state.snapshot_term < 0:
         problems.append("the snapshot index or term is negative")
+    if state.snapshot_size < -1:
+        problems.append(f"the snapshot size {state.snapshot_size} is negative")
     if state.snapshot_size >= 0 and len(snapshot) != state.snapshot_size:
         problems.append(
             f"the snapshot stored is {len(snapshot)} bytes but the raft state says "

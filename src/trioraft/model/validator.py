@@ -43,12 +43,14 @@ events and steps were replayed and the first :class:`Violation`, if any.
 - **Snapshots** (Figure 13) use the model's snapshot actions: a ``snapshot``
   is :func:`~.actions.take_snapshot`; a crash restores the saved snapshot
   (:func:`~.actions.restart`, after checking it holds only entries known
-  committed); the send of an ``InstallSnapshot`` chunk must be one
-  :func:`~.actions.install_snapshot` allows (nextIndex inside the leader's
-  snapshot).  A received chunk is the whole snapshot if the follower's reply
-  says it now holds all of it (``done``, and ``received`` = offset + length),
-  else a chunk that does not complete it (:func:`~.actions.install_snapshot_chunk`:
-  only its term counts); either is handled by
+  committed); the send of an ``InstallSnapshot`` chunk must be of a snapshot
+  the leader held since it started, and one :func:`~.actions.install_snapshot`
+  allows.  At the follower, chunks must build one snapshot in order (Figure 13
+  rules 2-5, mirrored per follower: the reply's ``received`` is checked); a
+  received chunk is the whole snapshot if it completes it (``done``, and
+  ``received`` >= offset + length), else a chunk that does not
+  (:func:`~.actions.install_snapshot_chunk`: only its term counts); either is
+  handled by
   :func:`~.actions.handle_install_snapshot`, its reply by
   :func:`~.actions.handle_install_snapshot_response`; ``apply_snapshot`` is
   :func:`~.actions.apply_snapshot`.
