@@ -514,3 +514,29 @@ async def test_chunked_snapshot_rules_reject_broken_traces(seed: int) -> None:
     at = index_of(broken, event="apply_snapshot")
     broken[at]["index"] -= 1
     assert "the snapshot it holds" in rejected(header, broken, "Apply snapshot")
+
+
+async def test_snapshot_bytes_are_followed_from_leader_to_service(seed: int) -> None:
+    """The trace names each snapshot's size and digest: an installed snapshot must be
+    the leader's, the one applied the installed one, and chunks end where it ends."""
+    recorder = await record(seed, unreliable=True, snapshot=True, chunk=48)
+    header, events = recorder.records[0], recorder.records[1:]
+
+    broken = copy.deepcopy(events)
+    at = index_of(broken, event="install_snapshot")
+    broken[at]["snapshot_digest"] = "f" * 16
+    assert "leader" in rejected(header, broken, "InstallSnapshot receiver")
+
+    broken = copy.deepcopy(events)
+    at = index_of(broken, event="apply_snapshot")
+    broken[at]["snapshot_size"] += 1
+    rejected(header, broken, "Apply snapshot")
+
+    broken = copy.deepcopy(events)
+    at = next(
+        k
+        for k, e in enumerate(broken)
+        if e["event"] == "send" and e["msg"]["type"] == "InstallSnapshot" and not e["msg"]["done"]
+    )
+    broken[at]["msg"]["done"] = True
+    assert "done on the last" in rejected(header, broken, "Leaders: InstallSnapshot chunks")

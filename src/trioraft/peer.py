@@ -440,10 +440,14 @@ class Raft:
 
 
 def _digested(fields: dict[str, Any]) -> dict[str, Any]:
-    """Trace fields with encoded commands replaced by their digests."""
+    """Trace fields with encoded commands (and snapshots) replaced by their digests."""
     command = fields.pop("command", None)
     if command is not None:
         fields["digest"] = digest(command)
+    snapshot = fields.pop("snapshot", None)
+    if snapshot is not None:
+        fields["snapshot_size"] = len(snapshot)
+        fields["snapshot_digest"] = digest(snapshot)
     log_entries = fields.get("log")
     if log_entries is not None:
         fields["log"] = [[term, digest(raw)] for term, raw in log_entries]

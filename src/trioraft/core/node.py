@@ -377,7 +377,7 @@ class RaftNode:
         self.log.compact(index)
         self.snapshot_data = bytes(data)
         self.dirty = True
-        self._note("snapshot", index=index)
+        self._note("snapshot", index=index, snapshot=self.snapshot_data)
         return None
 
     def _snapshot_chunk_for(self, peer: int) -> InstallSnapshotArgs:
@@ -433,7 +433,7 @@ class RaftNode:
         self._snapshot_to_apply = True
         self.dirty = True
         self._ready.commit_advanced = True
-        self._note("install_snapshot", index=index, snapshot_term=term)
+        self._note("install_snapshot", index=index, snapshot_term=term, snapshot=data)
 
     def handle_install_snapshot_reply(
         self, peer: int, args: InstallSnapshotArgs, reply: InstallSnapshotReply
@@ -463,7 +463,10 @@ class RaftNode:
             if self.log.snapshot_index > self.last_applied:
                 self.last_applied = self.log.snapshot_index
                 self._note(
-                    "apply_snapshot", index=self.last_applied, snapshot_term=self.log.snapshot_term
+                    "apply_snapshot",
+                    index=self.last_applied,
+                    snapshot_term=self.log.snapshot_term,
+                    snapshot=self.snapshot_data,
                 )
                 return ApplyMsg(
                     snapshot_valid=True,

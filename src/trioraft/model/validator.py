@@ -404,8 +404,11 @@ class _Replay:
         self.snapshots_sent: dict[int, _SnapshotSent] = {}
         self.replies_sent: dict[int, Mapping[str, Any]] = {}  # id -> the reply as logged
         # Per node: the snapshots it held since it last started (it may send only
-        # those), and the chunks of one it is receiving: (key, bytes so far).
-        self.held: list[set[int]] = [set() for _ in range(nodes)]
+        # those), index -> (size, digest) when the trace says; the one it saved;
+        # the chunks of one it is receiving: (key, bytes so far), and from whom.
+        self.held: list[dict[int, _SnapshotId | None]] = [{} for _ in range(nodes)]
+        self.saved_snapshot: list[_SnapshotId | None] = [None] * nodes
+        self.installing: list[tuple[int, int] | None] = [None] * nodes  # (leader, index)
         self.assembly: list[tuple[tuple[int, int, int], int] | None] = [None] * nodes
         self.replies: dict[int, Message] = {}  # id -> the model's reply, as sent
         self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
@@ -514,7 +517,7 @@ class _Replay:
                     f"append of {e['count']} entries from {e['index']}",
                 )
         elif name == "install_snapshot":
-            self._check_install(i, e["index"], e["snapshot_term"])
+            self._check_install(i, e)
         else:
             raise _Broken("Trace order", "a follow-up of the step", name)
 
@@ -644,14 +647,17 @@ class _Replay:
         t = restart(self.state, i)
         assert t is not None  # restart is always enabled
         self.state = t
-        self.held[i] = {saved.snapshot_index} if saved.snapshot_index else set()
+        index = saved.snapshot_index
+        self.held[i] = {index: self.saved_snapshot[i]} if index else {}
         self.assembly[i] = None
+        self.installing[i] = None
 
     def _save(self, i: int) -> None:
         s = self.state.servers[i]
         index = s.snapshot_index
         term = s.log[index - 1].term if index else 0
         self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
+        self.saved_snapshot[i] = self.held[i].get(index)
 
     def _lone(self, events: Sequence[Event], start: int, end: int) -> str:
         self._save(events[start]["node"])
@@ -789,13 +795,15 @@ class _Replay:
                 f"snapshot at {index}",
             )
         self.state = t
-        self.held[i].add(index)
+        self.held[i][index] = _snapshot_id(e)
         self._follow_ups(events, start, end)
         return "Snapshot"
 
-    def _check_install(self, i: int, index: int, term: int) -> None:
+    def _check_install(self, i: int, e: Event) -> None:
         """InstallSnapshot receiver: the model installed the same snapshot (rules 6-7:
-        its entries are the log's prefix; commitIndex and snapshot_index are its)."""
+        its entries are the log's prefix; commitIndex and snapshot_index are its),
+        and its bytes are the leader's (rule 8 resets the state machine to them)."""
+        index, term = e["index"], e["snapshot_term"]
         s = self.state.servers[i]
         if (s.snapshot_index, s.commit_index) != (index, index) or _term_at(s.log, index) != term:
             raise _Broken(
@@ -804,7 +812,17 @@ class _Replay:
                 f"commitIndex {s.commit_index}",
                 f"install_snapshot {index}/t{term}",
             )
-        self.held[i].add(index)
+        installed = _snapshot_id(e)
+        source = self.installing[i]
+        if source is not None and source[1] == index:
+            sent = self.held[source[0]].get(index)
+            if sent is not None and installed is not None and sent != installed:
+                raise _Broken(
+                    "InstallSnapshot receiver",
+                    f"leader {source[0]}'s snapshot {index}: {_show_id(sent)}",
+                    f"installed {_show_id(installed)}",
+                )
+        self.held[i][index] = installed
 
     def _apply_snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
         """Figure 13 rule 8: the state machine is reset to an installed snapshot."""
@@ -822,6 +840,10 @@ class _Replay:
                 f"term {_term_at(s.log, index)} at {index}",
                 f"snapshot_term {e['snapshot_term']}",
             )
+        held = self.held[i].get(index)
+        delivered = _snapshot_id(e)
+        if held is not None and delivered is not None and held != delivered:
+            raise _Broken("Apply snapshot", _show_id(held), _show_id(delivered))
         t = apply_snapshot(self.state, i, index)
         if t is None:
             raise _Broken(
@@ -1030,6 +1052,15 @@ class _Replay:
                 f"a snapshot it holds (held since it started: {held})",
                 f"snapshot {index}",
             )
+        known = self.held[i][index]
+        if known is not None:
+            end = msg["offset"] + msg["data_len"]
+            if end > known[0] or bool(msg["done"]) != (end == known[0]):
+                raise _Broken(
+                    "Leaders: InstallSnapshot chunks",
+                    f"chunks within its {known[0]}-byte snapshot, done on the last",
+                    f"bytes {msg['offset']}..{end}, done {bool(msg['done'])}",
+                )
         s_term = _term_at(leader.log, index)
         if index > leader.commit_index or s_term != msg["last_included_term"]:
             raise _Broken(
@@ -1176,6 +1207,8 @@ class _Replay:
             return so_far  # out of order: says what it holds, keeps it
         received: int = so_far + msg["data_len"]
         self.assembly[j] = None if msg["done"] else (key, received)
+        if msg["done"]:
+            self.installing[j] = (msg["from"], key[1])
         return received
 
     def _receive_reply(
@@ -1273,6 +1306,20 @@ def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
             raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
     elif kind != "InstallSnapshotReply":
         raise _Broken("Reply", format_message(model), kind)
+
+
+_SnapshotId = tuple[int, str]
+"""A snapshot's size and digest, as the trace gives them."""
+
+
+def _snapshot_id(e: Event) -> _SnapshotId | None:
+    """The snapshot an event names (size, digest); None in traces that do not say."""
+    size = e.get("snapshot_size")
+    return None if size is None else (size, e["snapshot_digest"])
+
+
+def _show_id(snapshot: _SnapshotId) -> str:
+    return f"{snapshot[0]} bytes, digest {snapshot[1]}"
 
 
 def _chunk_fields(msg: Mapping[str, Any]) -> tuple[Any, ...]:
