@@ -249,6 +249,12 @@ def last_log_term(server: Server) -> int:
     return log[-1].term if log else 0
 
 
+def snapshot_term(server: Server) -> int:
+    """The term of the last entry in the server's snapshot, 0 when it has none."""
+    index = server.snapshot_index
+    return server.log[index - 1].term if index else 0
+
+
 def term_at(log: Log, index: int) -> int | None:
     """The term of the entry at ``index`` (0 for index 0), None past the end."""
     if index == 0:

@@ -13,7 +13,6 @@ from .state import (
     AppendEntriesResponse,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
-    Message,
     RequestVoteRequest,
     State,
     format_log,
@@ -31,9 +30,7 @@ def describe(step: Step, before: State, after: State) -> str:
         text = f"server {i} times out, becomes candidate in term {s.current_term}"
     elif action == "request_vote":
         text = f"candidate {i} sends RequestVote to server {step.peer}"
-        sent = _sent(before, request_vote(before, i, step.peer))
-        if sent is not None:
-            text += f": {format_message(sent)}"
+        text += _message_sent(before, request_vote(before, i, step.peer))
     elif action == "become_leader":
         text = f"server {i} becomes leader of term {after.servers[i].current_term}"
     elif action == "client_request":
@@ -46,9 +43,7 @@ def describe(step: Step, before: State, after: State) -> str:
         what = "a heartbeat" if step.entries == 0 else f"{step.entries} entr"
         what += "" if step.entries == 0 else "y" if step.entries == 1 else "ies"
         text = f"leader {i} sends AppendEntries ({what}) to server {step.peer}"
-        sent = _sent(before, append_entries(before, i, step.peer, step.entries))
-        if sent is not None:
-            text += f": {format_message(sent)}"
+        text += _message_sent(before, append_entries(before, i, step.peer, step.entries))
     elif action == "advance_commit_index":
         text = f"leader {i} advances commit_index to {after.servers[i].commit_index}"
     elif action == "apply":
@@ -68,9 +63,7 @@ def describe(step: Step, before: State, after: State) -> str:
         text = f"server {i} takes a snapshot of entries 1..{step.snapshot_index}, compacts its log"
     elif action == "install_snapshot":
         text = f"leader {i} sends InstallSnapshot to server {step.peer}"
-        sent = _sent(before, install_snapshot(before, i, step.peer))
-        if sent is not None:
-            text += f": {format_message(sent)}"
+        text += _message_sent(before, install_snapshot(before, i, step.peer))
     elif action == "install_snapshot_chunk":
         text = f"leader {i} sends server {step.peer} a chunk (not the last) of its snapshot"
     elif action == "apply_snapshot":
@@ -100,14 +93,14 @@ def describe(step: Step, before: State, after: State) -> str:
     return text
 
 
-def _sent(before: State, after: State | None) -> Message | None:
-    """The message ``after``'s network holds one more copy of than ``before``'s."""
-    if after is None:
-        return None
-    for m in after.network:
-        if after.network.count(m) > before.network.count(m):
-            return m
-    return None
+def _message_sent(before: State, after: State | None) -> str:
+    """``": <the message>"`` for the message ``after``'s network holds one more copy
+    of than ``before``'s; empty if there is none."""
+    if after is not None:
+        for m in after.network:
+            if after.network.count(m) > before.network.count(m):
+                return f": {format_message(m)}"
+    return ""
 
 
 def _describe_receive(step: Step, before: State, after: State) -> str:

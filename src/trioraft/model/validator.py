@@ -107,6 +107,8 @@ from .state import (
     format_log,
     format_message,
     initial_state,
+    snapshot_term,
+    term_at,
 )
 
 Event = Mapping[str, Any]
@@ -370,14 +372,6 @@ def _show_vote(voted_for: int) -> str:
     return "null" if voted_for == NOBODY else str(voted_for)
 
 
-def _term_at(log: Log, index: int) -> int | None:
-    if index == 0:
-        return 0
-    if index > len(log):
-        return None
-    return log[index - 1].term
-
-
 # ----------------------------------------------------------------- the replay
 
 
@@ -549,7 +543,7 @@ class _Replay:
         if logged["last_term"] != last_term:
             raise _Broken(rule, f"last_term {last_term}", f"last_term {logged['last_term']}")
         index = s.snapshot_index
-        term = log[index - 1].term if index else 0
+        term = snapshot_term(s)
         if logged["snapshot_index"] != index or logged["snapshot_term"] != term:
             raise _Broken(
                 "Snapshot",
@@ -655,7 +649,7 @@ class _Replay:
     def _save(self, i: int) -> None:
         s = self.state.servers[i]
         index = s.snapshot_index
-        term = s.log[index - 1].term if index else 0
+        term = snapshot_term(s)
         self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
         self.saved_snapshot[i] = self.held[i].get(index)
 
@@ -805,10 +799,10 @@ class _Replay:
         and its bytes are the leader's (rule 8 resets the state machine to them)."""
         index, term = e["index"], e["snapshot_term"]
         s = self.state.servers[i]
-        if (s.snapshot_index, s.commit_index) != (index, index) or _term_at(s.log, index) != term:
+        if (s.snapshot_index, s.commit_index) != (index, index) or term_at(s.log, index) != term:
             raise _Broken(
                 "InstallSnapshot receiver",
-                f"snapshot {s.snapshot_index}/t{_term_at(s.log, s.snapshot_index)}, "
+                f"snapshot {s.snapshot_index}/t{term_at(s.log, s.snapshot_index)}, "
                 f"commitIndex {s.commit_index}",
                 f"install_snapshot {index}/t{term}",
             )
@@ -834,10 +828,10 @@ class _Replay:
             raise _Broken(
                 "Apply snapshot", f"the snapshot it holds ({s.snapshot_index})", f"index {index}"
             )
-        if _term_at(s.log, index) != e["snapshot_term"]:
+        if term_at(s.log, index) != e["snapshot_term"]:
             raise _Broken(
                 "Apply snapshot",
-                f"term {_term_at(s.log, index)} at {index}",
+                f"term {term_at(s.log, index)} at {index}",
                 f"snapshot_term {e['snapshot_term']}",
             )
         held = self.held[i].get(index)
@@ -1061,7 +1055,7 @@ class _Replay:
                     f"chunks within its {known[0]}-byte snapshot, done on the last",
                     f"bytes {msg['offset']}..{end}, done {bool(msg['done'])}",
                 )
-        s_term = _term_at(leader.log, index)
+        s_term = term_at(leader.log, index)
         if index > leader.commit_index or s_term != msg["last_included_term"]:
             raise _Broken(
                 "Leaders: InstallSnapshot",
