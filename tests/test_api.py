@@ -147,7 +147,7 @@ class _NoEnd:
         return None
 
 
-async def test_snapshot_with_a_bad_index_is_ignored_with_a_warning(
+async def test_a_stale_snapshot_is_ignored_with_a_warning_and_a_future_one_raises(
     seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with open_cluster(3, seed=seed) as cfg:
@@ -158,10 +158,10 @@ async def test_snapshot_with_a_bad_index_is_ignored_with_a_warning(
         assert rf is not None
         rf.snapshot(3, b"up-to-3")
         before = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
-        with caplog.at_level("WARNING", logger="trioraft"):
+        with pytest.raises(ValueError, match="past the last entry delivered on apply_ch"):
             rf.snapshot(99, b"from the future")
+        with caplog.at_level("WARNING", logger="trioraft"):
             rf.snapshot(2, b"older than the log start")
-        assert "beyond last_applied" in caplog.text
         assert "not past the current snapshot" in caplog.text
         after = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
         assert after == before and before[1] == b"up-to-3"

@@ -16,7 +16,9 @@ network and the peers.
 
 from __future__ import annotations
 
+import trio
 import trio._core._run as _trio_run
+import trio.testing
 
 
 def seed_scheduler(seed: int) -> None:
@@ -32,3 +34,13 @@ def seed_scheduler(seed: int) -> None:
         )
     _trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     _trio_run._r.seed(seed)
+
+
+def in_virtual_time() -> bool:
+    """Whether the current trio run keeps virtual time (a ``MockClock``).
+
+    Work that blocks a thread outside trio (an fsync) must then run inline: a
+    task waiting on a worker thread looks blocked to ``MockClock``, which would
+    jump the clock past timers while the disk works.
+    """
+    return isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)

@@ -2,45 +2,62 @@
 
 Rules of operation
 ------------------
-- ``make()`` builds the peer and starts its tasks in the caller's nursery, in
-  a cancel scope of the peer's own: ``kill()`` cancels that scope, so a killed
-  peer stops at once, sends nothing and applies nothing more, and the caller's
-  nursery is left running.
-- The election timer is a cancel scope whose deadline is moved forward every
-  time the node re-arms it (a valid heartbeat, a granted vote, a new
-  election); when the deadline passes the scope is cancelled and the node is
-  told.  A leader disarms it (deadline = infinity).
-- Each follower gets its own replicator task.  It sends when the follower
-  lacks entries and nothing is in flight to it, and otherwise once per
-  heartbeat interval; a lost RPC is retried at the next heartbeat.  Every
-  message is built at send time from the newest state, so entries proposed
-  while an RPC was in flight go out together in the next one.
-- A separate applier task delivers committed entries on ``apply_ch`` one by
-  one; it may block on an unbuffered channel without holding up RPCs, and
+- ``make()`` checks its arguments, builds the peer and starts its tasks in the
+  caller's nursery, in a cancel scope of the peer's own: ``kill()`` cancels
+  that scope, so a killed peer stops at once, sends nothing and applies
+  nothing more, and the caller's nursery is left running.
+- **One loop carries out the node's Readies** (:meth:`Raft._drive`): write
+  the Ready to storage, sync it when it must be durable, send its messages,
+  ``advance()``, hand its entries to the applier.  Nothing else sends a reply
+  or applies an entry, so nothing leaves before what it depends on is
+  durable (``core/ready.py``).  RPC handlers drive the loop inline, so with
+  a storage that saves synchronously (a ``Persister``, or any storage in
+  virtual time) a reply costs no trip through the scheduler; with a
+  :class:`~trioraft.storage.disk.DiskStorage` on the real clock the fsync
+  runs in a worker thread (``trio.to_thread``) while heartbeats and replies
+  to other peers keep flowing, and one fsync covers every write made while
+  the previous one ran (group commit).  ``start()`` only wakes the writer
+  task, so a burst of commands shares one Ready.
+- The election timer is a cancel scope.  Its deadline moves lazily: a reset
+  only records the new deadline, and when the scope fires early it re-arms to
+  the recorded one, so a follower pays for one deadline change per timeout
+  period rather than one per heartbeat.  A leader disarms it.
+- Each follower has a replicator task that sends (and awaits the reply to)
+  one message at a time: when the follower lacks durable entries, or when a
+  heartbeat is due.  One heartbeat task per leader wakes replicators whose
+  follower has heard nothing for a heartbeat interval, and sends a heartbeat
+  of its own in a separate task when that replicator is stuck on a slow RPC.
+  Every message is built at send time from the newest durable state
+  (``node.message_for``), so entries proposed while an RPC was in flight go
+  out together in the next one.
+- The applier task delivers committed entries on ``apply_ch`` in order; it
+  may block on an unbuffered channel without holding up RPCs, and
   ``snapshot()`` may be called from the consumer while it is blocked.
-- Nothing is sent, replied or applied before the node's durable state is
-  saved (:meth:`Raft._flush`).
 - The node is only ever touched from trio tasks of one run, and every call
   into it is synchronous, so no lock is needed.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import trio
 
 from . import codec
+from .checks import check_make_arguments, check_snapshot_arguments
 from .core.apply import ApplyMsg
 from .core.config import RaftConfig
 from .core.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
+    Entry,
     InstallSnapshotArgs,
     InstallSnapshotReply,
     PersistentState,
@@ -48,26 +65,20 @@ from .core.messages import (
     RequestVoteReply,
 )
 from .core.node import DISARMED, RaftNode
+from .core.ready import Ready, Snapshot
+from .determinism import in_virtual_time
 from .persist import Persister
 from .rpc import ClientEnd, Handler
-from .trace.messages import describe, digest
+from .storage.base import CorruptStateError, Storage, check_restored
+from .storage.persister import PersisterStorage
+from .trace.messages import command_digest, describe, digest
 from .trace.recorder import current_message_id
 
 log = logging.getLogger("trioraft")
 
-_Reply = TypeVar("_Reply", RequestVoteReply, AppendEntriesReply, InstallSnapshotReply)
-
 REQUEST_VOTE = "Raft.RequestVote"
 APPEND_ENTRIES = "Raft.AppendEntries"
 INSTALL_SNAPSHOT = "Raft.InstallSnapshot"
-
-
-class CorruptStateError(ValueError):
-    """The persister holds bytes that are not a valid Raft state.
-
-    A peer never starts from an empty state over a damaged one: that could
-    make it vote twice in a term or forget committed entries.
-    """
 
 
 class _Signal:
@@ -86,46 +97,41 @@ class _Signal:
         self._event = trio.Event()
 
 
-def restore_state(persister: Persister, n: int) -> tuple[PersistentState | None, bytes]:
-    """Read and check a peer's persisted state; raise :class:`CorruptStateError`."""
-    raw = persister.read_raft_state()
-    snapshot = persister.read_snapshot()
-    if not raw:
-        if snapshot:
-            raise CorruptStateError("the persister holds a snapshot but no raft state")
-        return None, b""
-    try:
-        state = codec.decode(raw, PersistentState, what="persisted raft state")
-    except codec.CodecError as exc:
-        raise CorruptStateError(str(exc)) from None
-    problems = []
-    if state.current_term < 0:
-        problems.append(f"current_term {state.current_term} is negative")
-    if state.voted_for is not None and not 0 <= state.voted_for < n:
-        problems.append(f"voted_for {state.voted_for} is not one of the {n} peers")
-    if state.snapshot_index < 0 or state.snapshot_term < 0:
-        problems.append("the snapshot index or term is negative")
-    if state.snapshot_size < -1:
-        problems.append(f"the snapshot size {state.snapshot_size} is negative")
-    if state.snapshot_size >= 0 and len(snapshot) != state.snapshot_size:
-        problems.append(
-            f"the snapshot stored is {len(snapshot)} bytes but the raft state says "
-            f"{state.snapshot_size}"
-        )
-    elif state.snapshot_size < 0 and state.snapshot_index > 0 and not snapshot:
-        problems.append(
-            f"the log starts after index {state.snapshot_index} but no snapshot is stored"
-        )
-    previous = state.snapshot_term
-    for offset, entry in enumerate(state.entries):
-        if entry.term < previous or entry.term > state.current_term:
-            index = state.snapshot_index + 1 + offset
-            problems.append(f"log entry {index} has term {entry.term} out of order")
-            break
-        previous = entry.term
-    if problems:
-        raise CorruptStateError("persisted raft state is corrupt: " + "; ".join(problems))
-    return state, snapshot
+class _ReplyBox:
+    """The reply to one request this peer handles, once the node releases it."""
+
+    __slots__ = ("done", "reply", "trace_id")
+
+    def __init__(self, trace_id: int | None) -> None:
+        self.trace_id = trace_id  # the request's id in the trace (the reply shares it)
+        self.reply: object = None
+        self.done: trio.Event | None = None
+
+    def resolve(self, reply: object) -> None:
+        self.reply = reply
+        if self.done is not None:
+            self.done.set()
+
+    async def wait(self) -> object:
+        assert self.done is not None
+        await self.done.wait()
+        return self.reply
+
+
+_UNKNOWN = "unknown"
+"""A ``wait_committed`` outcome: the entry went into a snapshot this peer cannot read."""
+
+
+class _Waiter:
+    """One ``wait_committed`` call: the entry it waits for and its outcome."""
+
+    __slots__ = ("done", "index", "outcome", "term")
+
+    def __init__(self, index: int, term: int) -> None:
+        self.index = index
+        self.term = term
+        self.outcome: bool | str | None = None
+        self.done = trio.Event()
 
 
 class Raft:
@@ -135,20 +141,32 @@ class Raft:
         self,
         peers: Sequence[ClientEnd],
         me: int,
-        persister: Persister,
+        storage: Storage,
         apply_ch: trio.MemorySendChannel[ApplyMsg],
         config: RaftConfig,
     ) -> None:
         self._peers = list(peers)
         self.me = me
-        self._persister = persister
+        self._storage = storage
         self._apply_ch = apply_ch
         self._config = config
         n = len(self._peers)
-        restored, snapshot = restore_state(persister, n)
+        restored = storage.restore()
+        check_restored(restored, n, _describe(storage))
         seed = config.seed
         rng = random.Random(f"{seed}:{me}") if seed is not None else random.Random()
         self._tracer = config.tracer
+        hard = restored.hard_state
+        state = None
+        if not restored.fresh:
+            state = PersistentState(
+                hard.term,
+                hard.voted_for,
+                restored.snapshot_index,
+                restored.snapshot_term,
+                tuple(restored.entries),
+                len(restored.snapshot),
+            )
         self._node = RaftNode(
             me,
             n,
@@ -157,19 +175,38 @@ class Raft:
             election_timeout_max=config.election_timeout_max,
             max_append_bytes=config.max_append_bytes,
             snapshot_chunk_bytes=config.snapshot_chunk_bytes,
-            restored=restored,
-            snapshot_data=snapshot,
+            restored=state,
+            snapshot_data=restored.snapshot,
             tracing=self._tracer is not None,
+            noop_on_election=config.noop_on_election,
         )
         self._scope = trio.CancelScope()
         self._killed = False
         self._nursery: trio.Nursery | None = None
+        # Election timer: the deadline the node asked for, and the scope that sleeps.
         self._election_deadline = math.inf
         self._timer_scope: trio.CancelScope | None = None
+        # Replication: per follower, a wake-up, calls in flight, "a send was
+        # lost: wait for the next heartbeat", "a heartbeat is due", last send time.
         self._wake = [_Signal() for _ in range(n)]
         self._inflight = [0] * n
         self._backoff = [False] * n
+        self._due = [False] * n
+        self._last_sent = [-math.inf] * n
+        self._heartbeat_wake = _Signal()
+        self._led_term = -1  # the term in which this peer last became leader
+        # Storage: the writer task, and the Ready it is syncing (None when idle).
+        self._offload = False
+        self._writer_wake = _Signal()
+        self._syncing: Ready | None = None
+        self._pending_replies: set[_ReplyBox] = set()
+        # Applying: chunks of (first index, entries) or a Snapshot, in order.
+        self._to_apply: deque[tuple[int, list[Entry]] | Snapshot] = deque()
         self._apply_wake = _Signal()
+        self._delivered = self._node.last_applied  # the service's state goes up to here
+        # wait_committed: waiters by index, and a heap of the indexes waited for.
+        self._waiters: dict[int, list[_Waiter]] = {}
+        self._waiting: list[int] = []
         self._handlers = {
             REQUEST_VOTE: Handler(self._on_request_vote, RequestVoteArgs, RequestVoteReply),
             APPEND_ENTRIES: Handler(self._on_append_entries, AppendEntriesArgs, AppendEntriesReply),
@@ -177,7 +214,10 @@ class Raft:
                 self._on_install_snapshot, InstallSnapshotArgs, InstallSnapshotReply
             ),
         }
-        self._after_step()
+        self._emit_trace()
+        timer, _ = self._node.take_signals()
+        if timer is not None:
+            self._election_deadline = trio.current_time() + timer
 
     # ------------------------------------------------------------------ public API
 
@@ -188,14 +228,58 @@ class Raft:
             return -1, self._node.current_term, False
         index, term, is_leader = self._node.propose(msgspec.Raw(codec.encode(command)))
         if is_leader:
-            self._after_step()
+            self._emit_trace()
+            self._writer_wake.set()  # the writer takes every command proposed by then
         return index, term, is_leader
 
     def get_state(self) -> tuple[int, bool]:
         return self._node.current_term, self._node.is_leader
 
+    def leader(self) -> tuple[int | None, int]:
+        """The leader this peer believes in (its id, or None if it knows of none), and
+        its current term."""
+        return self._node.leader_id, self._node.current_term
+
+    async def wait_committed(self, index: int, term: int) -> bool:
+        """Wait until the entry ``start()`` returned as (``index``, ``term``) is committed
+        (True), or until this peer learns that another entry took that index (False).
+
+        Raises ``trio.ClosedResourceError`` if the peer is killed first, and
+        ``LookupError`` when the index went into a snapshot before this peer could
+        compare terms (a call made long after the commit, or a snapshot installed
+        from a leader that jumped past it).
+        """
+        for name, value in (("index", index), ("term", term)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TypeError(f"wait_committed: {name} must be a positive int, got {value!r}")
+        if self._killed:
+            raise trio.ClosedResourceError("the peer was killed")
+        waiter = _Waiter(index, term)
+        waiter.outcome = self._outcome(waiter)
+        if waiter.outcome is None:
+            self._waiters.setdefault(index, []).append(waiter)
+            heapq.heappush(self._waiting, index)
+            await waiter.done.wait()
+        if waiter.outcome is None:
+            raise trio.ClosedResourceError("the peer was killed")
+        if waiter.outcome == _UNKNOWN:
+            raise LookupError(
+                f"entry {index} went into a snapshot before this peer could tell whether it "
+                f"was the one of term {term}"
+            )
+        return waiter.outcome is True
+
     def snapshot(self, index: int, snapshot: bytes) -> None:
-        """The service has folded every entry up to ``index`` into ``snapshot``."""
+        """The service has folded every entry up to ``index`` into ``snapshot``.
+
+        Raises at the call, changing nothing, when the arguments are wrong:
+        ``TypeError`` unless ``index`` is an int and ``snapshot`` is bytes,
+        ``ValueError`` for an index below 0 or past the last one delivered on
+        ``apply_ch``.  A snapshot that is no longer needed (not past the current
+        one, 6.824's usual race with an installed snapshot) is ignored with a
+        logged reason, as are calls on a killed peer.
+        """
+        check_snapshot_arguments(index, snapshot, self._delivered)
         if self._killed:
             return
         problem = self._node.snapshot(index, snapshot)
@@ -203,13 +287,20 @@ class Raft:
             log.warning("peer %d: %s", self.me, problem)
             return
         self._after_step()
-        self._flush()
 
     def kill(self) -> None:
         if not self._killed and self._tracer is not None:
             self._tracer.event(self.me, "crash", self._node.trace_state())
         self._killed = True
         self._scope.cancel()
+        for box in self._pending_replies:
+            box.resolve(None)  # the callers see a lost RPC
+        self._pending_replies.clear()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.done.set()
+        self._waiters.clear()
+        self._storage.close()  # what was written is complete; nothing more is
 
     def killed(self) -> bool:
         return self._killed
@@ -222,14 +313,21 @@ class Raft:
     def node(self) -> RaftNode:
         return self._node
 
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
     # ------------------------------------------------------------------ tasks
 
     async def _run(self) -> None:
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._offload = self._storage.sync_in_thread and not in_virtual_time()
                 nursery.start_soon(self._election_timer)
+                nursery.start_soon(self._writer)
                 nursery.start_soon(self._applier)
+                nursery.start_soon(self._heartbeats)
                 for peer in range(len(self._peers)):
                     if peer != self.me:
                         nursery.start_soon(self._replicator, peer)
@@ -246,53 +344,104 @@ class Raft:
             if trio.current_time() >= self._election_deadline:
                 self._node.election_timeout()
                 self._after_step()
+            # else the deadline moved on since the scope was armed: re-arm to it
+
+    def _set_timer(self, timeout: float) -> None:
+        deadline = math.inf if timeout == DISARMED else trio.current_time() + timeout
+        self._election_deadline = deadline
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline  # only ever brought forward; later is lazy
+
+    async def _writer(self) -> None:
+        """Drives the Readies that no handler drove: commands from ``start()``, and
+        the ones that wait for a sync in a worker thread."""
+        while True:
+            await self._writer_wake.wait()
+            if self._killed:
+                return
+            ready = self._syncing
+            if ready is not None:
+                await trio.to_thread.run_sync(self._storage.sync)
+                if self._killed:
+                    return  # kill() completed the sync; nothing is sent or applied
+                self._syncing = None
+                self._carry_out(ready)
+            self._after_step()
+
+    async def _heartbeats(self) -> None:
+        """Leaders: a heartbeat to every follower that heard nothing for an interval."""
+        node = self._node
+        interval = self._config.heartbeat_interval
+        while True:
+            while not node.is_leader:
+                await self._heartbeat_wake.wait()
+            term = node.current_term
+            while node.is_leader and node.current_term == term:
+                if self._killed:
+                    return
+                now = trio.current_time()
+                next_due = math.inf
+                for peer in range(len(self._peers)):
+                    if peer == self.me:
+                        continue
+                    due_at = self._last_sent[peer] + interval
+                    if due_at <= now:
+                        self._heartbeat(peer)
+                        due_at = now + interval
+                    next_due = min(next_due, due_at)
+                await trio.sleep_until(next_due)
+
+    def _heartbeat(self, peer: int) -> None:
+        if not self._inflight[peer]:
+            self._due[peer] = True  # the replicator sends it (with any news)
+            self._wake[peer].set()
+            return
+        # The replicator waits on a slow RPC: send this heartbeat beside it.
+        args = self._node.message_for(peer)
+        if args is not None:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._exchange, peer, args)
 
     async def _replicator(self, peer: int) -> None:
         node = self._node
         wake = self._wake[peer]
-        interval = self._config.heartbeat_interval
         while True:
-            while not node.is_leader:
-                await wake.wait()
-            term = node.current_term
-            while node.is_leader and node.current_term == term:
-                if self._killed:
-                    return  # woken in the same instant as kill(): a dead peer sends nothing
-                self._send_to(peer)
-                with trio.move_on_after(interval):
-                    while not self._should_send(peer, term):
-                        await wake.wait()
+            if (
+                node.is_leader
+                and not self._inflight[peer]
+                and (self._due[peer] or (not self._backoff[peer] and node.has_news_for(peer)))
+            ):
+                args = node.message_for(peer)
+                if args is not None:
+                    await self._exchange(peer, args)
+                    continue
+            await wake.wait()
+            if self._killed:
+                return  # woken in the same instant as kill(): a dead peer sends nothing
 
-    def _should_send(self, peer: int, term: int) -> bool:
-        node = self._node
-        if not node.is_leader or node.current_term != term:
-            return True  # let the loop notice
-        return not self._inflight[peer] and not self._backoff[peer] and node.has_news_for(peer)
-
-    def _send_to(self, peer: int) -> None:
-        args = self._node.message_for(peer)
-        self._flush()
+    async def _exchange(self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs) -> None:
+        """Send one replication message to ``peer`` and handle its reply."""
         self._inflight[peer] += 1
+        self._due[peer] = False
         self._backoff[peer] = False
-        assert self._nursery is not None
-        self._nursery.start_soon(self._replicate, peer, args)
-
-    async def _replicate(self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs) -> None:
+        self._last_sent[peer] = trio.current_time()
+        node = self._node
         try:
             if isinstance(args, AppendEntriesArgs):
                 reply = await self._call(peer, APPEND_ENTRIES, args)
                 if isinstance(reply, AppendEntriesReply):
-                    self._node.handle_append_entries_reply(peer, args, reply)
+                    node.handle_append_entries_reply(peer, args, reply)
             else:
                 reply = await self._call(peer, INSTALL_SNAPSHOT, args)
                 if isinstance(reply, InstallSnapshotReply):
-                    self._node.handle_install_snapshot_reply(peer, args, reply)
+                    node.handle_install_snapshot_reply(peer, args, reply)
         finally:
             self._inflight[peer] -= 1
         if reply is None:
-            self._backoff[peer] = True
+            self._backoff[peer] = True  # lost: try again with the next heartbeat
         self._after_step()
-        if self._node.has_news_for(peer):
+        if node.has_news_for(peer):
             self._wake[peer].set()  # more to send, and this peer has room now
 
     async def _request_vote(self, peer: int, args: RequestVoteArgs) -> None:
@@ -332,95 +481,196 @@ class Raft:
         return reply
 
     async def _applier(self) -> None:
-        node = self._node
-        while not self._killed:
-            message = node.next_apply()
-            self._emit_trace()  # the apply event belongs to this step, not the node's next one
-            if message is None:
-                await self._apply_wake.wait()
-                continue
-            self._flush()
-            try:
-                await self._apply_ch.send(message)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.warning("peer %d: the apply channel is closed; applying stops", self.me)
-                return
+        """Deliver what advanced Readies handed over, in index order (no-ops skipped)."""
+        send = self._apply_ch
+        queue = self._to_apply
+        try:
+            while True:
+                while not queue:
+                    await self._apply_wake.wait()
+                item = queue.popleft()
+                if isinstance(item, Snapshot):
+                    message = ApplyMsg(
+                        snapshot_valid=True,
+                        snapshot=item.data,
+                        snapshot_term=item.term,
+                        snapshot_index=item.index,
+                    )
+                    await self._deliver(send, message, item.index)
+                    continue
+                index, entries = item
+                for entry in entries:
+                    if entry.command:  # a no-op (empty command) is not the service's
+                        message = ApplyMsg(
+                            command_valid=True,
+                            command=codec.decode(entry.command, what="command"),
+                            command_index=index,
+                            command_term=entry.term,
+                        )
+                        await self._deliver(send, message, index)
+                    else:
+                        self._delivered = index
+                    index += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.warning("peer %d: the apply channel is closed; applying stops", self.me)
+
+    async def _deliver(
+        self, send: trio.MemorySendChannel[ApplyMsg], message: ApplyMsg, index: int
+    ) -> None:
+        # Counted as given before the send completes: the consumer may call
+        # snapshot(index) as soon as it has the message, before we run again.
+        self._delivered = index
+        try:
+            send.send_nowait(message)  # a buffered channel with room takes it at once
+        except trio.WouldBlock:
+            await send.send(message)
 
     # ------------------------------------------------------------------ RPC handlers
 
-    def _on_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
+    def _on_request_vote(self, args: RequestVoteArgs) -> object:
         if self._killed:
             return None
-        sender = args.candidate_id
-        self._trace_receive(args, sender)
-        reply = self._node.handle_request_vote(args)
-        return self._reply(reply, sender)
+        box = self._receive(args, args.candidate_id)
+        self._node.handle_request_vote(args, box)
+        return self._answer(box)
 
-    def _on_append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
+    def _on_append_entries(self, args: AppendEntriesArgs) -> object:
         if self._killed:
             return None
-        sender = args.leader_id
-        self._trace_receive(args, sender)
-        reply = self._node.handle_append_entries(args)
-        return self._reply(reply, sender)
+        box = self._receive(args, args.leader_id)
+        self._node.handle_append_entries(args, box)
+        return self._answer(box)
 
-    def _on_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
+    def _on_install_snapshot(self, args: InstallSnapshotArgs) -> object:
         if self._killed:
             return None
-        sender = args.leader_id
-        self._trace_receive(args, sender)
-        reply = self._node.handle_install_snapshot(args)
-        return self._reply(reply, sender)
+        box = self._receive(args, args.leader_id)
+        self._node.handle_install_snapshot(args, box)
+        return self._answer(box)
 
-    def _trace_receive(self, args: object, sender: int) -> None:
+    def _receive(self, args: object, sender: int) -> _ReplyBox:
+        trace_id = current_message_id.get()
         if self._tracer is not None:
             self._tracer.event(
                 self.me,
                 "receive",
                 self._node.trace_state(),
-                id=current_message_id.get(),
+                id=trace_id,
                 msg=describe(args, sender, self.me),
             )
+        return _ReplyBox(trace_id)
 
-    def _reply(self, reply: _Reply, receiver: int) -> _Reply:
-        """Carry out the handler's step, persist, then let the reply go (Figure 2)."""
+    def _answer(self, box: _ReplyBox) -> object:
+        """The reply once the node released it: at once when storage is synchronous,
+        else an awaitable the transport waits on (Figure 2: stable storage before
+        responding)."""
         self._after_step()
-        self._flush()
-        if self._tracer is not None:
-            self._tracer.event(
-                self.me,
-                "send",
-                self._node.trace_state(),
-                id=current_message_id.get(),
-                msg=describe(reply, self.me, receiver),
-            )
-        return reply
+        if box.reply is not None:
+            return box.reply
+        box.done = trio.Event()
+        self._pending_replies.add(box)
+        return box.wait()
 
-    # ------------------------------------------------------------------ carrying out Ready
+    # ------------------------------------------------------------------ carrying out
 
     def _after_step(self) -> None:
+        """After any input: record it, drive the Readies, act on the node's signals."""
         node = self._node
-        ready = node.take_ready()
-        self._emit_trace()  # the node's own events first: they happened before what follows
-        if ready.election_timeout is not None:
-            if ready.election_timeout == DISARMED:
-                deadline = math.inf
-            else:
-                deadline = trio.current_time() + ready.election_timeout
-            self._election_deadline = deadline
-            if self._timer_scope is not None:
-                self._timer_scope.deadline = deadline
-        if ready.votes_to_request:
-            self._flush()
-            assert self._nursery is not None, "an election starts only from the timer task"
-            for peer, args in ready.votes_to_request:
-                self._nursery.start_soon(self._request_vote, peer, args)
-        if ready.replicate:
+        self._emit_trace()
+        if self._syncing is None and not self._killed:
+            self._drive()
+        timer, replicate = node.take_signals()
+        if timer is not None:
+            self._set_timer(timer)
+        if node.is_leader and self._led_term != node.current_term:
+            self._led_term = node.current_term  # just elected: heartbeats to all at once
+            n = len(self._peers)
+            self._due = [True] * n
+            self._last_sent = [trio.current_time()] * n
+            self._heartbeat_wake.set()
+            replicate = True
+        if replicate:
             for peer, wake in enumerate(self._wake):
                 if peer != self.me:
                     wake.set()
-        if ready.commit_advanced:
+        if self._waiting and self._waiting[0] <= node.commit_index:
+            self._settle_waiters()
+
+    def _drive(self) -> None:
+        """Carry out every Ready the node has: persist, (sync,) send, advance, apply."""
+        node = self._node
+        storage = self._storage
+        while node.has_ready():
+            ready = node.ready()
+            if ready.has_writes:
+                storage.write(ready)
+                if ready.must_sync:
+                    self._trace_persist()
+                    if self._offload:
+                        self._syncing = ready  # the writer task syncs it in a thread
+                        self._writer_wake.set()
+                        return
+                    storage.sync()
+            self._carry_out(ready)
+
+    def _carry_out(self, ready: Ready) -> None:
+        """Send a durable Ready's messages, advance the node, queue its entries."""
+        for out in ready.messages:
+            box = out.reply_to
+            if box is None:
+                assert self._nursery is not None and isinstance(out.message, RequestVoteArgs)
+                self._nursery.start_soon(self._request_vote, out.to, out.message)
+            else:
+                self._trace_reply(box, out.message, out.to)
+                box.resolve(out.message)
+                self._pending_replies.discard(box)
+        self._node.advance(ready)
+        self._emit_trace()  # advance's own events (applies, a leader's commit)
+        if ready.apply_snapshot is not None:
+            self._to_apply.append(ready.apply_snapshot)
             self._apply_wake.set()
+        if ready.apply_entries:
+            self._to_apply.append((ready.apply_from, ready.apply_entries))
+            self._apply_wake.set()
+
+    def _settle_waiters(self) -> None:
+        """Resolve the ``wait_committed`` calls whose index is now committed."""
+        waiting = self._waiting
+        commit = self._node.commit_index
+        while waiting and waiting[0] <= commit:
+            self._settle(heapq.heappop(waiting))
+
+    def _settle(self, index: int) -> None:
+        waiters = self._waiters.get(index)
+        if not waiters:
+            return
+        left = []
+        for waiter in waiters:
+            waiter.outcome = self._outcome(waiter)
+            if waiter.outcome is None:
+                left.append(waiter)
+            else:
+                waiter.done.set()
+        if left:
+            self._waiters[index] = left
+        else:
+            del self._waiters[index]
+
+    def _outcome(self, waiter: _Waiter) -> bool | str | None:
+        """Decided once this peer's commit index reaches the entry's index: True if
+        the committed entry there is of the waiter's term, else False; None before
+        that; :data:`_UNKNOWN` when it went into a snapshot unread.  (An entry cut
+        from this log may still come back from a later leader, so only a commit
+        decides.)"""
+        node = self._node
+        if waiter.index > node.commit_index:
+            return None
+        term_there = node.log.term_at(waiter.index)
+        if term_there is None:
+            return _UNKNOWN
+        return term_there == waiter.term
+
+    # ------------------------------------------------------------------ trace
 
     def _emit_trace(self) -> None:
         """Record the node's buffered events now, in the step that caused them."""
@@ -428,36 +678,45 @@ class Raft:
             for event in self._node.take_trace():
                 self._tracer.event(self.me, event.name, event.state, **_digested(event.fields))
 
-    def _flush(self) -> None:
-        """Save the durable state if it changed (Figure 2: before replying or sending)."""
-        node = self._node
-        if node.dirty:
-            state = codec.encode(node.persistent_state())
-            self._persister.save(state, node.snapshot_data)
-            node.dirty = False
-            if self._tracer is not None:
-                self._tracer.event(self.me, "persist", node.trace_state())
+    def _trace_persist(self) -> None:
+        if self._tracer is not None:
+            self._tracer.event(self.me, "persist", self._node.trace_state())
+
+    def _trace_reply(self, box: _ReplyBox, reply: object, receiver: int) -> None:
+        if self._tracer is not None:
+            self._tracer.event(
+                self.me,
+                "send",
+                self._node.trace_state(),
+                id=box.trace_id,
+                msg=describe(reply, self.me, receiver),
+            )
 
 
 def _digested(fields: dict[str, Any]) -> dict[str, Any]:
     """Trace fields with encoded commands (and snapshots) replaced by their digests."""
     command = fields.pop("command", None)
     if command is not None:
-        fields["digest"] = digest(command)
+        fields["digest"] = command_digest(command)
     snapshot = fields.pop("snapshot", None)
     if snapshot is not None:
         fields["snapshot_size"] = len(snapshot)
         fields["snapshot_digest"] = digest(snapshot)
     log_entries = fields.get("log")
     if log_entries is not None:
-        fields["log"] = [[term, digest(raw)] for term, raw in log_entries]
+        fields["log"] = [[term, command_digest(raw)] for term, raw in log_entries]
     return fields
+
+
+def _describe(storage: Storage) -> str:
+    path = getattr(storage, "path", None)
+    return f"storage {path}" if path is not None else "the persister"
 
 
 def make(
     peers: Sequence[ClientEnd],
     me: int,
-    persister: Persister,
+    persister: Persister | Storage,
     apply_ch: trio.MemorySendChannel[ApplyMsg],
     *,
     nursery: trio.Nursery,
@@ -466,12 +725,15 @@ def make(
     """Create a Raft peer and start it in ``nursery`` (6.824's ``Make``).
 
     Returns at once.  ``peers[me]`` is this peer's own end and is never called.
-    The state saved in ``persister`` is restored; a corrupt one raises
-    :class:`CorruptStateError`.
+    ``persister`` is a 6.824 :class:`~trioraft.Persister` (or
+    :class:`~trioraft.FilePersister`) or a :class:`~trioraft.DiskStorage`; the
+    state saved in it is restored.  Every argument is checked before anything
+    starts (``TypeError``/``ValueError`` naming the argument); a corrupt saved
+    state raises :class:`CorruptStateError`.
     """
-    if not 0 <= me < len(peers):
-        raise ValueError(f"me={me} is not an index into the {len(peers)} peers")
-    rf = Raft(peers, me, persister, apply_ch, config if config is not None else RaftConfig())
+    check_make_arguments(peers, me, persister, apply_ch, nursery, config)
+    storage = PersisterStorage(persister) if isinstance(persister, Persister) else persister
+    rf = Raft(peers, me, storage, apply_ch, config if config is not None else RaftConfig())
     nursery.start_soon(rf._run)
     return rf
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+_NOT_POSITIVE_NUMBERS = frozenset({"seed", "tracer", "noop_on_election"})
+_WHOLE_NUMBERS = frozenset({"max_append_bytes", "snapshot_chunk_bytes"})
+
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
@@ -25,6 +28,11 @@ class RaftConfig:
       draws a fresh seed from the operating system.
     - ``tracer``: receives one event per state change (see ``trioraft.trace``);
       None records nothing and costs nothing.
+    - ``noop_on_election``: a new leader appends a no-op entry of its own term
+      at once (Raft §8), so entries of earlier terms commit without waiting
+      for a client's command.  No-ops are not delivered on the apply channel
+      (``command_index`` skips them), so it is off by default: the 6.824 tests
+      expect no gaps.
     """
 
     heartbeat_interval: float = 0.1
@@ -34,14 +42,32 @@ class RaftConfig:
     snapshot_chunk_bytes: int = 64 * 1024
     seed: int | None = None
     tracer: Any = None
+    noop_on_election: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("seed", "tracer"):
+            if f.name in _NOT_POSITIVE_NUMBERS:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"RaftConfig.{f.name} must be a positive number, got {value!r}")
+            if f.name in _WHOLE_NUMBERS and not isinstance(value, int):
+                raise ValueError(
+                    f"RaftConfig.{f.name} must be a whole number of bytes, got {value!r}"
+                )
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or isinstance(self.seed, bool)
+        ):
+            raise TypeError(f"RaftConfig.seed must be an int or None, got {self.seed!r}")
+        if self.tracer is not None and not callable(getattr(self.tracer, "event", None)):
+            raise TypeError(
+                "RaftConfig.tracer must be a trioraft.trace.TraceRecorder (or have an event() "
+                f"method) or None, got {type(self.tracer).__name__}"
+            )
+        if not isinstance(self.noop_on_election, bool):
+            raise TypeError(
+                f"RaftConfig.noop_on_election must be True or False, got {self.noop_on_election!r}"
+            )
         if self.election_timeout_min > self.election_timeout_max:
             raise ValueError(
                 "RaftConfig.election_timeout_min must not exceed election_timeout_max "

@@ -6,21 +6,25 @@ The shell (``trioraft.peer``) drives a :class:`RaftNode` through its inputs
 and carries out what it asks for:
 
 - inputs: ``election_timeout()`` (the timer the node last armed fired),
-  ``propose(command)`` (a client's ``start()``), ``handle_*(args)`` (an RPC
-  arrived; returns the reply), ``handle_*_reply(peer, args, reply)`` (a reply
-  to an RPC this node sent), ``snapshot(index, data)`` (the service compacted).
-- outputs, collected by ``take_ready()``: re-arm the election timer (with a
-  random timeout drawn from the node's own seeded generator) or disarm it (a
-  leader needs none); RequestVote messages to send; "there is something new
-  to replicate"; "commit_index moved".
-- durability: every change to ``current_term``, ``voted_for``, the log or the
-  snapshot sets ``dirty``.  The shell must persist (``persistent_state()``,
-  ``snapshot_data``) before it returns a reply, sends a message or applies an
-  entry; that is Figure 2's "updated on stable storage before responding to
-  RPCs", and it lets a burst of ``propose()`` calls share one write.
-- the leader builds each follower's next message on demand
-  (``message_for(peer)``), so a follower that is behind gets the newest entries
-  in one batch, bounded by ``max_append_bytes``.
+  ``propose(command)`` (a client's ``start()``; the command already encoded),
+  ``handle_*(args, reply_to)`` (an RPC arrived; its reply comes out in a
+  Ready, tagged with ``reply_to``), ``handle_*_reply(peer, args, reply)`` (a
+  reply to an RPC this node sent), ``snapshot(index, data)`` (the service
+  compacted).
+- local signals, taken after every input with ``take_signals()``: re-arm the
+  election timer (a random timeout from the node's own seeded generator) or
+  disarm it (a leader needs none), and "a follower may have something new to
+  receive".  They need nothing durable, so they take effect at once.
+- everything else comes out as a :class:`~trioraft.core.ready.Ready`
+  (``has_ready()``, ``ready()``, ``advance()``): the writes to make durable,
+  then the messages and entries they allow (see ``core/ready.py`` for the
+  shell's loop).  The node tracks what storage holds: ``_stable_last`` (the
+  last entry acknowledged durable, and still in the log) and
+  ``_stable_snapshot``.  A leader counts only its durable entries towards a
+  majority, and the messages it builds on demand (``message_for(peer)``)
+  carry only durable entries and a durable snapshot, so a follower that is
+  behind gets the newest durable entries in one batch, bounded by
+  ``max_append_bytes``.
 
 Every RPC first goes through :meth:`_observe_term` (Figure 2, "Rules for
 Servers, All Servers": a higher term turns any role into a follower), then to
@@ -32,13 +36,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import msgspec
-
-from .apply import ApplyMsg
 from .log import RaftLog
 from .messages import (
     AppendEntriesArgs,
@@ -50,6 +51,7 @@ from .messages import (
     RequestVoteArgs,
     RequestVoteReply,
 )
+from .ready import NOOP, HardState, Outbound, Ready, Snapshot
 
 
 class Role(Enum):
@@ -59,21 +61,7 @@ class Role(Enum):
 
 
 DISARMED = math.inf
-"""``Ready.election_timeout`` value meaning "no election timer" (a leader's)."""
-
-
-@dataclass(slots=True)
-class Ready:
-    """What the shell must do after feeding the node an input.
-
-    ``election_timeout``: None leaves the timer as it is; a number re-arms it
-    to fire that many seconds from now; :data:`DISARMED` stops it.
-    """
-
-    election_timeout: float | None = None
-    votes_to_request: list[tuple[int, RequestVoteArgs]] = field(default_factory=list)
-    replicate: bool = False
-    commit_advanced: bool = False
+"""Election-timer signal meaning "no election timer" (a leader's)."""
 
 
 @dataclass(slots=True)
@@ -106,6 +94,7 @@ class RaftNode:
         restored: PersistentState | None = None,
         snapshot_data: bytes = b"",
         tracing: bool = False,
+        noop_on_election: bool = False,
     ) -> None:
         if not 0 <= me < n:
             raise ValueError(f"me={me} is not an index into {n} peers")
@@ -115,6 +104,7 @@ class RaftNode:
         self._timeout_range = (election_timeout_min, election_timeout_max)
         self._max_append_bytes = max_append_bytes
         self._chunk_bytes = snapshot_chunk_bytes
+        self._noop_on_election = noop_on_election
 
         # Persistent state on all servers (Figure 2).
         self.current_term = 0
@@ -144,13 +134,32 @@ class RaftNode:
         # (leader's term, last included index, last included term, bytes so far):
         # chunks of one leader's snapshot only, never spliced across terms.
         self._incoming_snapshot: tuple[int, int, int, bytearray] | None = None
+
+        # What storage holds, as far as the node knows (all restored state is durable).
+        self._stable_last = self.log.last_index
+        self._stable_snapshot = Snapshot(
+            self.log.snapshot_index, self.log.snapshot_term, snapshot_data
+        )
+        # What the next Ready must write: entries from _unstable_from on (after
+        # dropping stored ones from there when _rewrite is set), a snapshot, the
+        # hard state (must_sync when the term or vote changed).
+        self._unstable_from = self.log.last_index + 1
+        self._rewrite = False
+        self._snapshot_unsaved = False
+        self._hard_changed = False
+        self._term_or_vote_changed = False
         self._snapshot_to_apply = False
+        self._messages: list[Outbound] = []
+        # The Ready handed out and not yet advanced, and the last entry it writes
+        # that is still in the log.
+        self._outstanding: Ready | None = None
+        self._outstanding_last = 0
 
-        self.dirty = False
-        self._ready = Ready()
+        # Local signals (take_signals).
+        self._timer: float | None = self._random_timeout()
+        self._replicate = False
+
         self.trace: list[TraceEvent] | None = [] if tracing else None
-
-        self._ready.election_timeout = self._random_timeout()
         if self.trace is not None:
             log = [(entry.term, entry.command) for entry in self.log.entries]
             self._note("init", restored=restored is not None, log=log)
@@ -161,8 +170,16 @@ class RaftNode:
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
 
+    @property
+    def stable_last_index(self) -> int:
+        """The last log index acknowledged durable (through ``advance``)."""
+        return self._stable_last
+
+    def hard_state(self) -> HardState:
+        return HardState(self.current_term, self.voted_for, self.commit_index)
+
     def persistent_state(self) -> PersistentState:
-        """The state Figure 2 says must be durable (with the log's offset)."""
+        """The state Figure 2 says must be durable (with the log's offset), whole."""
         return PersistentState(
             self.current_term,
             self.voted_for,
@@ -172,9 +189,14 @@ class RaftNode:
             len(self.snapshot_data),
         )
 
-    def take_ready(self) -> Ready:
-        ready, self._ready = self._ready, Ready()
-        return ready
+    def take_signals(self) -> tuple[float | None, bool]:
+        """(election timer, replicate): the timer to re-arm (seconds from now,
+        :data:`DISARMED`, or None to leave it), and whether a follower may have
+        something new to receive.  Both are cleared."""
+        timer, replicate = self._timer, self._replicate
+        self._timer = None
+        self._replicate = False
+        return timer, replicate
 
     def take_trace(self) -> list[TraceEvent]:
         events = self.trace or []
@@ -183,8 +205,90 @@ class RaftNode:
         return events
 
     def has_news_for(self, peer: int) -> bool:
-        """Leader: does ``peer`` lack entries (or a snapshot) the leader holds?"""
-        return self.role is Role.LEADER and self.next_index[peer] <= self.log.last_index
+        """Leader: does ``peer`` lack durable entries (or a durable snapshot) the leader holds?"""
+        return self.role is Role.LEADER and self.next_index[peer] <= self._stable_last
+
+    # ------------------------------------------------------------------ Ready / Advance
+
+    def has_ready(self) -> bool:
+        """Is there a Ready to take (and is none outstanding)?"""
+        if self._outstanding is not None:
+            return False
+        return bool(
+            self._messages
+            or self._hard_changed
+            or self._snapshot_unsaved
+            or self._rewrite
+            or self._unstable_from <= self.log.last_index
+            or self._snapshot_to_apply
+            or self.last_applied < min(self.commit_index, self.log.last_index)
+        )
+
+    def ready(self) -> Ready:
+        """The writes to make durable and what they allow (see ``core/ready.py``)."""
+        if self._outstanding is not None:
+            raise RuntimeError("ready() before the previous Ready was advanced")
+        log = self.log
+        ready = Ready()
+        if self._hard_changed:
+            ready.hard_state = self.hard_state()
+            ready.must_sync = self._term_or_vote_changed
+            self._hard_changed = self._term_or_vote_changed = False
+        if self._snapshot_unsaved:
+            ready.snapshot = Snapshot(log.snapshot_index, log.snapshot_term, self.snapshot_data)
+            ready.must_sync = True
+            self._snapshot_unsaved = False
+        first = max(self._unstable_from, log.first_index)
+        if self._rewrite or first <= log.last_index:
+            ready.entries_from = first
+            ready.entries = log.entries[first - log.first_index :]
+            ready.must_sync = True
+            self._rewrite = False
+        self._unstable_from = log.last_index + 1
+        self._outstanding_last = log.last_index
+        ready.messages, self._messages = self._messages, []
+        # Entries may be applied once durable: this Ready's own writes are
+        # durable before the shell applies anything it carries.
+        if self._snapshot_to_apply:
+            self._snapshot_to_apply = False
+            if log.snapshot_index > self.last_applied:
+                ready.apply_snapshot = Snapshot(
+                    log.snapshot_index, log.snapshot_term, self.snapshot_data
+                )
+        start = max(self.last_applied, log.snapshot_index) + 1
+        stop = min(self.commit_index, log.last_index)
+        if start <= stop:
+            ready.apply_from = start
+            ready.apply_entries = log.slice(start, stop + 1)
+        self._outstanding = ready
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The shell made ``ready``'s writes durable and sent its messages; it
+        will apply its entries now (Figure 2, All Servers: "If commitIndex >
+        lastApplied: increment lastApplied, apply log[lastApplied]")."""
+        if ready is not self._outstanding:
+            raise RuntimeError("advance() of a Ready that is not the outstanding one")
+        self._outstanding = None
+        grew = self._outstanding_last > self._stable_last
+        self._stable_last = self._outstanding_last
+        if ready.snapshot is not None:
+            self._stable_snapshot = ready.snapshot
+            grew = True
+        if ready.apply_snapshot is not None:
+            snap = ready.apply_snapshot
+            self.last_applied = snap.index
+            self._note(
+                "apply_snapshot", index=snap.index, snapshot_term=snap.term, snapshot=snap.data
+            )
+        index = ready.apply_from
+        for entry in ready.apply_entries:
+            self.last_applied = index
+            self._note("apply", index=index, term=entry.term, command=entry.command)
+            index += 1
+        if grew and self.role is Role.LEADER:
+            self._replicate = True
+            self._advance_commit_index()  # the leader's own entries count once durable
 
     # ------------------------------------------------------------------ timers
 
@@ -197,20 +301,18 @@ class RaftNode:
 
     # ------------------------------------------------------------------ client
 
-    def propose(self, command: msgspec.Raw) -> tuple[int, int, bool]:
-        """A client command (encoded): a leader appends it to its log (Figure 2, Leaders)."""
+    def propose(self, command: Any) -> tuple[int, int, bool]:
+        """A client command (encoded, ``msgspec.Raw``): a leader appends it to its
+        log (Figure 2, Leaders); it is replicated once durable."""
         if self.role is not Role.LEADER:
             return -1, self.current_term, False
         index = self.log.append(Entry(self.current_term, command))
-        self.dirty = True
-        self._ready.replicate = True
         self._note("client_request", index=index, term=self.current_term, command=command)
-        self._advance_commit_index()  # a lone server is its own majority
         return index, self.current_term, True
 
     # ------------------------------------------------------------------ RequestVote
 
-    def handle_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply:
+    def handle_request_vote(self, args: RequestVoteArgs, reply_to: Any = None) -> None:
         """RequestVote receiver implementation (Figure 2)."""
         self._observe_term(args.term)
         granted = False
@@ -225,10 +327,10 @@ class RaftNode:
             granted = True
             if self.voted_for is None:
                 self.voted_for = args.candidate_id
-                self.dirty = True
+                self._term_or_vote_changed = self._hard_changed = True
             self._reset_election_timer()  # Followers: "granting vote to candidate"
         self._note("vote", candidate=args.candidate_id, granted=granted)
-        return RequestVoteReply(self.current_term, granted)
+        self._reply(args.candidate_id, RequestVoteReply(self.current_term, granted), reply_to)
 
     def handle_request_vote_reply(
         self, peer: int, args: RequestVoteArgs, reply: RequestVoteReply
@@ -250,19 +352,25 @@ class RaftNode:
 
     # ------------------------------------------------------------------ AppendEntries
 
-    def message_for(self, peer: int) -> AppendEntriesArgs | InstallSnapshotArgs:
-        """Leader: the next AppendEntries (or InstallSnapshot chunk) for ``peer``."""
+    def message_for(self, peer: int) -> AppendEntriesArgs | InstallSnapshotArgs | None:
+        """Leader: the next AppendEntries (or InstallSnapshot chunk) for ``peer``,
+        built from durable state only; None when nothing durable can be sent yet
+        (the entries it needs were compacted into a snapshot not yet durable)."""
         if self.role is not Role.LEADER:
             raise RuntimeError("only a leader replicates")
+        log = self.log
         next_index = self.next_index[peer]
-        if next_index <= self.log.snapshot_index:
+        if next_index <= log.snapshot_index:
+            if next_index > self._stable_snapshot.index:
+                return None  # inside a snapshot that is not durable yet
             return self._snapshot_chunk_for(peer)
         prev_log_index = next_index - 1
-        prev_log_term = self.log.term_at(prev_log_index)
+        prev_log_term = log.term_at(prev_log_index)
         assert prev_log_term is not None, "next_index is kept within the log"
         entries: list[Entry] = []
         budget = self._max_append_bytes
-        for entry in self.log.entries[next_index - self.log.first_index :]:
+        stop = self._stable_last - log.snapshot_index  # durable entries only
+        for entry in log.entries[next_index - log.first_index : stop]:
             size = len(entry.command) + 8
             if entries and size > budget:
                 break
@@ -277,31 +385,35 @@ class RaftNode:
             self.commit_index,
         )
 
-    def handle_append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply:
+    def handle_append_entries(self, args: AppendEntriesArgs, reply_to: Any = None) -> None:
         """AppendEntries receiver implementation (Figure 2)."""
+        self._reply(args.leader_id, self._append_entries(args), reply_to)
+
+    def _append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply:
         self._observe_term(args.term)
         # 1. Reply false if term < currentTerm.
         if args.term < self.current_term:
             return AppendEntriesReply(self.current_term, False)
         self._accept_leader(args.leader_id)
+        log = self.log
 
         # 2. Reply false if the log doesn't contain an entry at prevLogIndex whose
         #    term matches prevLogTerm; say where the leader should look next.
         prev_index, prev_term, entries = args.prev_log_index, args.prev_log_term, args.entries
-        if prev_index < self.log.snapshot_index:
+        if prev_index < log.snapshot_index:
             # The start of this message is already in our snapshot, hence
             # committed and matching: skip the part the snapshot covers.
-            skip = self.log.snapshot_index - prev_index
+            skip = log.snapshot_index - prev_index
             if skip >= len(entries):
                 return AppendEntriesReply(self.current_term, True)
             entries = entries[skip:]
-            prev_index, prev_term = self.log.snapshot_index, self.log.snapshot_term
-        if prev_index > self.log.last_index:
-            return AppendEntriesReply(self.current_term, False, self.log.last_index + 1, 0)
-        term_there = self.log.term_at(prev_index)
+            prev_index, prev_term = log.snapshot_index, log.snapshot_term
+        if prev_index > log.last_index:
+            return AppendEntriesReply(self.current_term, False, log.last_index + 1, 0)
+        term_there = log.term_at(prev_index)
         if term_there != prev_term:
             assert term_there is not None
-            first = self.log.first_index_of_term(prev_index)
+            first = log.first_index_of_term(prev_index)
             return AppendEntriesReply(self.current_term, False, first, term_there)
 
         # 3. If an existing entry conflicts with a new one (same index, different
@@ -311,13 +423,12 @@ class RaftNode:
         index = prev_index
         for i, entry in enumerate(entries):
             index = prev_index + 1 + i
-            existing = self.log.term_at(index)
+            existing = log.term_at(index)
             if existing == entry.term:
                 continue
             if existing is not None:
-                self.log.truncate_after(index - 1)
-            self.log.extend(entries[i:])
-            self.dirty = True
+                self._truncate_after(index - 1)
+            log.extend(entries[i:])
             self._note("append", index=index, count=len(entries) - i)
             break
 
@@ -355,7 +466,7 @@ class RaftNode:
             next_index = last_of_term + 1 if last_of_term is not None else reply.conflict_index
         next_index = max(self.match_index[peer] + 1, min(next_index, args.prev_log_index))
         self.next_index[peer] = next_index
-        self._ready.replicate = True
+        self._replicate = True
 
     # ------------------------------------------------------------------ snapshots
 
@@ -375,24 +486,27 @@ class RaftNode:
                 f"({self.log.snapshot_index}); ignored"
             )
         self.log.compact(index)
-        self.snapshot_data = bytes(data)
-        self.dirty = True
-        self._note("snapshot", index=index, snapshot=self.snapshot_data)
+        self.snapshot_data = data
+        self._snapshot_unsaved = True
+        self._note("snapshot", index=index, snapshot=data)
         return None
 
     def _snapshot_chunk_for(self, peer: int) -> InstallSnapshotArgs:
-        index = self.log.snapshot_index
-        sent_index, offset = self._snapshot_progress.get(peer, (index, 0))
-        if sent_index != index:
+        snap = self._stable_snapshot
+        sent_index, offset = self._snapshot_progress.get(peer, (snap.index, 0))
+        if sent_index != snap.index:
             offset = 0  # our snapshot moved on; start the new one from the top
-        chunk = self.snapshot_data[offset : offset + self._chunk_bytes]
-        done = offset + len(chunk) >= len(self.snapshot_data)
+        chunk = snap.data[offset : offset + self._chunk_bytes]
+        done = offset + len(chunk) >= len(snap.data)
         return InstallSnapshotArgs(
-            self.current_term, self.me, index, self.log.snapshot_term, offset, chunk, done
+            self.current_term, self.me, snap.index, snap.term, offset, chunk, done
         )
 
-    def handle_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply:
+    def handle_install_snapshot(self, args: InstallSnapshotArgs, reply_to: Any = None) -> None:
         """InstallSnapshot receiver implementation (Figure 13)."""
+        self._reply(args.leader_id, self._install_chunk(args), reply_to)
+
+    def _install_chunk(self, args: InstallSnapshotArgs) -> InstallSnapshotReply:
         self._observe_term(args.term)
         # 1. Reply immediately if term < currentTerm.
         if args.term < self.current_term:
@@ -420,19 +534,21 @@ class RaftNode:
     def _install_snapshot(self, index: int, term: int, data: bytes) -> None:
         if index <= self.commit_index:
             return  # we already have everything it holds; keep our log
+        log = self.log
         # 6. If an existing entry has the same index and term as the snapshot's
         #    last included entry, retain the entries following it.
-        if self.log.term_at(index) == term:
-            self.log.compact(index)
+        if log.term_at(index) == term:
+            log.compact(index)
         else:
-            # 7. Discard the entire log.
-            self.log.reset(index, term)
+            # 7. Discard the entire log: storage must drop what follows the
+            #    snapshot too, before anything is appended after it.
+            self._cut(index)
+            log.reset(index, term)
         # 8. Reset the state machine using the snapshot contents.
         self.snapshot_data = data
-        self.commit_index = index
+        self._snapshot_unsaved = True
         self._snapshot_to_apply = True
-        self.dirty = True
-        self._ready.commit_advanced = True
+        self._set_commit_index(index, note=False)  # everything in it is committed
         self._note("install_snapshot", index=index, snapshot_term=term, snapshot=data)
 
     def handle_install_snapshot_reply(
@@ -451,40 +567,7 @@ class RaftNode:
             self.next_index[peer] = max(self.next_index[peer], index + 1)
         else:
             self._snapshot_progress[peer] = (args.last_included_index, reply.received)
-        self._ready.replicate = True
-
-    # ------------------------------------------------------------------ applying
-
-    def next_apply(self) -> ApplyMsg | None:
-        """The next message for the service (Figure 2, All Servers: "If commitIndex >
-        lastApplied: increment lastApplied, apply log[lastApplied]"), or None."""
-        if self._snapshot_to_apply:
-            self._snapshot_to_apply = False
-            if self.log.snapshot_index > self.last_applied:
-                self.last_applied = self.log.snapshot_index
-                self._note(
-                    "apply_snapshot",
-                    index=self.last_applied,
-                    snapshot_term=self.log.snapshot_term,
-                    snapshot=self.snapshot_data,
-                )
-                return ApplyMsg(
-                    snapshot_valid=True,
-                    snapshot=self.snapshot_data,
-                    snapshot_term=self.log.snapshot_term,
-                    snapshot_index=self.log.snapshot_index,
-                )
-        if self.last_applied >= self.commit_index:
-            return None
-        self.last_applied += 1
-        entry = self.log.entry(self.last_applied)
-        self._note("apply", index=self.last_applied, term=entry.term, command=entry.command)
-        return ApplyMsg(
-            command_valid=True,
-            command=msgspec.msgpack.decode(entry.command),
-            command_index=self.last_applied,
-            command_term=entry.term,
-        )
+        self._replicate = True
 
     # ------------------------------------------------------------------ transitions
 
@@ -494,7 +577,7 @@ class RaftNode:
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None
-            self.dirty = True
+            self._term_or_vote_changed = self._hard_changed = True
             self._note("term_update", new_term=term)
             self._become_follower()
 
@@ -524,14 +607,18 @@ class RaftNode:
         self.voted_for = self.me
         self.leader_id = None
         self.votes = {self.me}
-        self.dirty = True
+        self._term_or_vote_changed = self._hard_changed = True
         self._reset_election_timer()
         self._note("become_candidate")
         if 2 * len(self.votes) > self.n:
             self._become_leader()
             return
+        # The requests leave in the next Ready, once the new term and the vote
+        # for itself are durable (a candidate that crashed and forgot them
+        # could vote for another in the same term).
         args = RequestVoteArgs(self.current_term, self.me, self.log.last_index, self.log.last_term)
-        self._ready.votes_to_request = [(peer, args) for peer in self._others()]
+        self._messages = [m for m in self._messages if not isinstance(m.message, RequestVoteArgs)]
+        self._messages.extend(Outbound(peer, args) for peer in self._others())
 
     def _become_leader(self) -> None:
         if self.role is not Role.CANDIDATE:
@@ -543,18 +630,25 @@ class RaftNode:
         self.next_index = [self.log.last_index + 1] * self.n
         self.match_index = [0] * self.n
         self._snapshot_progress = {}
-        self._ready.election_timeout = DISARMED
-        self._ready.votes_to_request = []
-        self._ready.replicate = True
+        self._timer = DISARMED
+        self._messages = [m for m in self._messages if not isinstance(m.message, RequestVoteArgs)]
+        self._replicate = True
         self._note("become_leader")
+        if self._noop_on_election:
+            # Raft §8: a no-op entry of the new term lets everything before it
+            # commit (Figure 8) without waiting for a client's command.
+            index = self.log.append(Entry(self.current_term, NOOP))
+            self._note("noop", index=index, term=self.current_term)
+        self._advance_commit_index()  # a lone server is its own majority
 
     def _advance_commit_index(self) -> None:
         # Leaders: "If there exists an N such that N > commitIndex, a majority of
         # matchIndex[i] >= N, and log[N].term == currentTerm: set commitIndex = N".
         # The term test is Figure 8's lesson: an older term's entry is never
-        # committed by counting replicas.
+        # committed by counting replicas.  The leader counts itself only for
+        # entries it has made durable.
         matches = sorted(
-            (self.log.last_index if peer == self.me else self.match_index[peer])
+            (self._stable_last if peer == self.me else self.match_index[peer])
             for peer in range(self.n)
         )
         majority_match = matches[(self.n - 1) // 2]
@@ -564,12 +658,29 @@ class RaftNode:
         ):
             self._set_commit_index(majority_match)
 
-    def _set_commit_index(self, index: int) -> None:
+    def _set_commit_index(self, index: int, *, note: bool = True) -> None:
         self.commit_index = index
-        self._ready.commit_advanced = True
-        self._note("commit", index=index)
+        self._hard_changed = True
+        if note:
+            self._note("commit", index=index)
+
+    def _truncate_after(self, index: int) -> None:
+        """Figure 2, AppendEntries rule 3: drop a conflicting suffix (memory and storage)."""
+        self._cut(index)
+        self.log.truncate_after(index)
+
+    def _cut(self, index: int) -> None:
+        """Entries after ``index`` are leaving the log: storage must drop them too."""
+        self._unstable_from = min(self._unstable_from, index + 1)
+        self._rewrite = True
+        self._stable_last = min(self._stable_last, index)
+        self._outstanding_last = min(self._outstanding_last, index)
 
     # ------------------------------------------------------------------ helpers
+
+    def _reply(self, to: int, reply: Any, reply_to: Any) -> None:
+        """Queue a reply: it leaves in the next Ready, once what it says is durable."""
+        self._messages.append(Outbound(to, reply, reply_to))
 
     def _others(self) -> Sequence[int]:
         return [peer for peer in range(self.n) if peer != self.me]
@@ -579,7 +690,7 @@ class RaftNode:
         return self.rng.uniform(low, high)
 
     def _reset_election_timer(self) -> None:
-        self._ready.election_timeout = self._random_timeout()
+        self._timer = self._random_timeout()
 
     def trace_state(self) -> tuple[Any, ...]:
         """The state every trace event records (see spec/TRACE.md)."""

@@ -21,8 +21,17 @@ def digest(data: bytes | memoryview | Any) -> str:
     return hashlib.blake2b(bytes(data), digest_size=8).hexdigest()
 
 
+NOOP_DIGEST = "noop"
+"""The digest of a leader's no-op entry (its command is empty): named, not hashed."""
+
+
+def command_digest(command: bytes | memoryview | Any) -> str:
+    """A log entry's command digest: :data:`NOOP_DIGEST` for a no-op, else :func:`digest`."""
+    return digest(command) if len(command) else NOOP_DIGEST
+
+
 def entries(items: tuple[Entry, ...] | list[Entry]) -> list[list[Any]]:
-    return [[entry.term, digest(entry.command)] for entry in items]
+    return [[entry.term, command_digest(entry.command)] for entry in items]
 
 
 def describe(message: object, sender: int, receiver: int) -> dict[str, Any]:
