@@ -7,11 +7,12 @@ Rules of operation (labrpc's, with its constants):
   plus the flags ``reliable`` (default true), ``long_delays`` and
   ``long_reordering`` (default false).
 * ``end.call(method, args)`` encodes ``args`` with :mod:`trioraft.codec` and
-  sends a request on the one shared request channel; a single dispatcher task
-  counts it (total count, and the request's bytes in total bytes) and starts
-  ``_process_req`` for it.  The caller then waits for the reply: the decoded
-  reply, or ``None`` when the network lost the request or the reply, or the
-  server is down.  There is no timeout in ``call`` itself: every "timeout" is
+  hands the request to the network, which counts it (total count, and the
+  request's bytes in total bytes), reads where it goes, and starts
+  ``_process_req`` for it (labrpc's dispatcher goroutine, done in the caller:
+  it never waits).  The caller then waits for the reply: the decoded reply,
+  or ``None`` when the network lost the request or the reply, or the server
+  is down.  There is no timeout in ``call`` itself: every "timeout" is
   simulated by the network.
 * ``_process_req`` reads (enabled, servername, server, reliable,
   long_reordering) once, at its start.  If the end is enabled and connected to
@@ -49,7 +50,6 @@ Rules of operation (labrpc's, with its constants):
 from __future__ import annotations
 
 import inspect
-import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
@@ -154,11 +154,11 @@ class SimClientEnd:
     the network may deliver them in any order.
     """
 
-    __slots__ = ("_send", "endname")
+    __slots__ = ("_net", "endname")
 
-    def __init__(self, endname: str, send: trio.MemorySendChannel[_Request]) -> None:
+    def __init__(self, endname: str, net: Network) -> None:
         self.endname = endname  # this end-point's name
-        self._send = send  # the network's shared request channel
+        self._net = net
 
     async def call(self, method: str, args: object) -> object | None:
         """Send an RPC and wait for the reply.
@@ -169,14 +169,13 @@ class SimClientEnd:
         server has no such method: both are programming errors.
         """
         req = _Request(self.endname, method, encode(args))
-        try:
-            # The request channel is unbounded, so this never blocks: sending
-            # does not cost a trip through the scheduler (labrpc's endCh is
-            # drained at once by its dispatcher, so nothing changes).
-            self._send.send_nowait(req)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if not self._net._dispatch(req):
+            await trio.lowlevel.checkpoint()
             return None  # the entire network has been cleaned up
-        await req.replied.wait()
+        if req.replied.is_set():
+            await trio.lowlevel.checkpoint()  # answered at once: still a checkpoint
+        else:
+            await req.replied.wait()
         reply = req.reply
         if reply is None:
             if req.error is not None:
@@ -195,7 +194,7 @@ class Network:
     Made by :func:`open_network`, which runs its dispatcher.
     """
 
-    _requests: trio.Nursery  # the dispatcher and every _process_req (cancelled by cleanup)
+    _requests: trio.Nursery  # every _process_req (cancelled by cleanup)
     _handlers: trio.Nursery  # async handlers (cancelled when open_network exits)
 
     def __init__(self, seed: int = 1, tracer: Any = None) -> None:
@@ -208,7 +207,7 @@ class Network:
         self._enabled: dict[str, bool] = {}  # by end name
         self._servers: dict[str, _Server] = {}  # by server name
         self._connections: dict[str, str] = {}  # end name -> server name
-        self._end_send, self._end_receive = trio.open_memory_channel[_Request](math.inf)
+        self._closed = False  # cleaned up: calls return None at once
         self._count = 0  # total RPC count, for statistics
         self._bytes = 0  # total bytes sent, for statistics
 
@@ -218,7 +217,7 @@ class Network:
         """Create a client end-point named ``endname`` (disabled, not connected)."""
         if endname in self._ends:
             raise ValueError(f"make_end: {endname!r} already exists; end names must be unique")
-        end = SimClientEnd(endname, self._end_send)
+        end = SimClientEnd(endname, self)
         self._ends[endname] = end
         self._enabled[endname] = False
         self._connections.pop(endname, None)
@@ -269,7 +268,7 @@ class Network:
 
     def cleanup(self) -> None:
         """Shut the network down: pending and future calls return ``None`` at once."""
-        self._end_receive.close()  # future senders get BrokenResourceError
+        self._closed = True  # future calls return None at once
         self._requests.cancel_scope.cancel()  # every _process_req replies None
 
     # -- the machinery --
@@ -283,33 +282,30 @@ class Network:
         self._handlers = handlers
         async with trio.open_nursery() as requests:
             self._requests = requests
-            requests.start_soon(self._dispatch)
             task_status.started()
+            await trio.sleep_forever()  # keeps the nursery open for _process_req tasks
 
-    async def _dispatch(self) -> None:
-        """The single task that handles all calls (labrpc's goroutine reading endCh).
+    def _dispatch(self, req: _Request) -> bool:
+        """labrpc's dispatcher: count the request and send it on its way (False:
+        the network was cleaned up).
 
         A request that can be answered without waiting (reliable network, no
         long reordering, a live server with a synchronous handler) is answered
-        right here: every ``_process_req`` step that could wait is skipped in
+        here and now: every ``_process_req`` step that could wait is skipped in
         that case anyway, so the outcome is the same, and the simulation saves
-        a task per RPC.  Everything else gets its own ``_process_req`` task.
+        a task and two trips through the scheduler per RPC.  Everything else
+        gets its own ``_process_req`` task.
         """
-        receive = self._end_receive.receive
-        start_soon = self._requests.start_soon
-        process_req = self._process_req
-        try:
-            while True:
-                req = await receive()
-                self._count += 1
-                self._bytes += len(req.args)
-                route = self._route(req)
-                if route is None or not self._reliable or self._long_reordering:
-                    start_soon(process_req, req, route)
-                else:
-                    self._serve_now(req, route)
-        except trio.ClosedResourceError:
-            return  # cleaned up
+        if self._closed:
+            return False
+        self._count += 1
+        self._bytes += len(req.args)
+        route = self._route(req)
+        if route is None or not self._reliable or self._long_reordering:
+            self._requests.start_soon(self._process_req, req, route)
+        else:
+            self._serve_now(req, route)
+        return True
 
     def _is_server_dead(self, endname: str, servername: str, server: _Server) -> bool:
         return not self._enabled.get(endname, False) or self._servers.get(servername) is not server
@@ -389,7 +385,7 @@ class Network:
             self.tracer.event(-1, "drop", None, id=req.trace_id, leg=leg, reason=reason)
 
     def _serve_now(self, req: _Request, route: _Route) -> None:
-        """The dispatcher's fast path: nothing on it waits, so no task is needed."""
+        """The fast path: nothing on it waits, so no task is needed."""
         try:
             result = self._execute(req, route)
             if inspect.isawaitable(result):
