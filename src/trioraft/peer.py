@@ -18,10 +18,10 @@ Rules of operation
   to other peers keep flowing, and one fsync covers every write made while
   the previous one ran (group commit).  ``start()`` only wakes the writer
   task, so a burst of commands shares one Ready.
-- The election timer is a cancel scope.  Its deadline moves lazily: a reset
-  only records the new deadline, and when the scope fires early it re-arms to
-  the recorded one, so a follower pays for one deadline change per timeout
-  period rather than one per heartbeat.  A leader disarms it.
+- The election timer is a cancel scope whose deadline moves forward every
+  time the node re-arms it (a valid heartbeat, a granted vote, a new
+  election); when the deadline passes the scope is cancelled and the node is
+  told.  A leader disarms it.
 - Each follower has a replicator task that sends (and awaits the reply to)
   one message at a time: when the follower lacks durable entries, or when a
   heartbeat is due.  One heartbeat task per leader wakes replicators whose
@@ -344,14 +344,17 @@ class Raft:
             if trio.current_time() >= self._election_deadline:
                 self._node.election_timeout()
                 self._after_step()
-            # else the deadline moved on since the scope was armed: re-arm to it
+            # else disarmed since the scope was armed: re-arm to the new deadline
 
     def _set_timer(self, timeout: float) -> None:
         deadline = math.inf if timeout == DISARMED else trio.current_time() + timeout
         self._election_deadline = deadline
         scope = self._timer_scope
-        if scope is not None and deadline < scope.deadline:
-            scope.deadline = deadline  # only ever brought forward; later is lazy
+        if scope is not None and deadline != math.inf:
+            # Moved on every reset: cheaper than waking at a stale deadline to
+            # re-arm (each distinct wake-up instant costs virtual time a loop).
+            # A leader's disarm is lazy: the scope wakes once and finds inf.
+            scope.deadline = deadline
 
     async def _writer(self) -> None:
         """Drives the Readies that no handler drove: commands from ``start()``, and
@@ -404,21 +407,28 @@ class Raft:
             self._nursery.start_soon(self._exchange, peer, args)
 
     async def _replicator(self, peer: int) -> None:
-        node = self._node
         wake = self._wake[peer]
         while True:
-            if (
-                node.is_leader
-                and not self._inflight[peer]
-                and (self._due[peer] or (not self._backoff[peer] and node.has_news_for(peer)))
-            ):
-                args = node.message_for(peer)
+            if self._wants_to_send(peer):
+                args = self._node.message_for(peer)
                 if args is not None:
                     await self._exchange(peer, args)
+                    if self._wants_to_send(peer):
+                        await trio.lowlevel.checkpoint()  # others run between back-to-back sends
                     continue
             await wake.wait()
             if self._killed:
                 return  # woken in the same instant as kill(): a dead peer sends nothing
+
+    def _wants_to_send(self, peer: int) -> bool:
+        """Leader, nothing in flight to ``peer``, and a heartbeat is due or it lacks
+        durable entries (unless a lost send waits for the next heartbeat)."""
+        node = self._node
+        return (
+            node.is_leader
+            and not self._inflight[peer]
+            and (self._due[peer] or (not self._backoff[peer] and node.has_news_for(peer)))
+        )
 
     async def _exchange(self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs) -> None:
         """Send one replication message to ``peer`` and handle its reply."""

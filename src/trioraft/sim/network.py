@@ -88,6 +88,7 @@ class _Request:
         "reply",
         "reply_type",
         "trace_id",
+        "waiter",
     )
 
     def __init__(self, endname: str, method: str, args: bytes) -> None:
@@ -98,7 +99,8 @@ class _Request:
         self.reply_type: Any = Any
         self.error: Exception | None = None  # a programming error, raised in the caller
         self.handler: Handler | None = None  # the handler it was dispatched to
-        self.replied = trio.Event()
+        self.replied = False  # the caller may take the reply (or its absence)
+        self.waiter: trio.Event | None = None  # made only when the caller must wait
         self.trace_id: int | None = current_message_id.get()  # the sender's trace id
         self.fate = ("request", "unreachable")  # (leg, reason) if no reply comes back
 
@@ -167,15 +169,19 @@ class SimClientEnd:
         network lost the request or the reply, or the server is down).  Raises
         ``TypeError`` if ``args`` cannot be encoded and ``ValueError`` if the
         server has no such method: both are programming errors.
+
+        A call that is answered at once (reliable network, no long reordering,
+        a synchronous handler) returns without a trip through the scheduler, as
+        a local function call would; a caller that calls in a loop and may never
+        otherwise wait should yield (``trio.lowlevel.checkpoint()``) itself.
         """
         req = _Request(self.endname, method, encode(args))
         if not self._net._dispatch(req):
             await trio.lowlevel.checkpoint()
             return None  # the entire network has been cleaned up
-        if req.replied.is_set():
-            await trio.lowlevel.checkpoint()  # answered at once: still a checkpoint
-        else:
-            await req.replied.wait()
+        if not req.replied:
+            req.waiter = trio.Event()
+            await req.waiter.wait()
         reply = req.reply
         if reply is None:
             if req.error is not None:
@@ -377,9 +383,11 @@ class Network:
 
     def _finish(self, req: _Request) -> None:
         """Wake the caller; trace the loss when there is no reply."""
-        if req.replied.is_set():
+        if req.replied:
             return
-        req.replied.set()
+        req.replied = True
+        if req.waiter is not None:
+            req.waiter.set()
         if req.reply is None and self.tracer is not None and req.trace_id is not None:
             leg, reason = req.fate
             self.tracer.event(-1, "drop", None, id=req.trace_id, leg=leg, reason=reason)
