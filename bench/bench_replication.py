@@ -5,7 +5,11 @@
 (b) commit throughput on the reliable simulated network with a leader under
     continuous load, 3 and 5 peers in one process, with the AppendEntries
     batch sizes seen (the service snapshots every 1000 entries, as a real one
-    would, so the log stays bounded);
+    would, so the log stays bounded).  Two services: the 6.824 tester's shape
+    (an unbuffered apply channel read with ``async for``), and a
+    throughput-minded one (a buffered apply channel drained in batches).  The
+    first is bounded by trio itself: the bare channel's rate, measured in the
+    same process and printed beside it, divided by the number of peers;
 (c) commit latency of one command on an idle 3-peer cluster: from start() to
     the leader applying it, and to all peers applying it, in virtual and in
     wall time;
@@ -17,6 +21,7 @@ Usage: python bench/bench_replication.py [--runs 3]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -52,7 +57,9 @@ class _CountingEnd:
         return await self._end.call(method, args)
 
 
-def throughput(n: int, commands: int, seed: int) -> tuple[float, list[int]]:
+def throughput(n: int, commands: int, seed: int, buffer: int) -> tuple[float, list[int]]:
+    """Commits per wall second with an apply channel of ``buffer`` slots (0: 6.824's
+    unbuffered one, read message by message; else drained in batches)."""
     batches: list[int] = []
     rate: list[float] = []
 
@@ -68,7 +75,7 @@ def throughput(n: int, commands: int, seed: int) -> tuple[float, list[int]]:
                     net.connect(name, str(j))
                     net.enable(name, True)
                     ends.append(_CountingEnd(end, batches))
-                send, receive = trio.open_memory_channel[trioraft.ApplyMsg](0)
+                send, receive = trio.open_memory_channel[trioraft.ApplyMsg](buffer)
                 config = trioraft.RaftConfig(seed=seed * 100 + i)
                 rf = trioraft.make(
                     ends, i, trioraft.Persister(), send, nursery=nursery, config=config
@@ -78,15 +85,26 @@ def throughput(n: int, commands: int, seed: int) -> tuple[float, list[int]]:
                 receivers.append(receive)
             applied = [0] * n
 
+            def handle(i: int, m: trioraft.ApplyMsg) -> None:
+                if m.command_valid:
+                    applied[i] = m.command_index
+                    if m.command_index % SNAPSHOT_EVERY == 0:
+                        rafts[i].snapshot(m.command_index, b"s" * 64)
+
             async def consume(i: int) -> None:
                 async for m in receivers[i]:
-                    if m.command_valid:
-                        applied[i] = m.command_index
-                        if m.command_index % SNAPSHOT_EVERY == 0:
-                            rafts[i].snapshot(m.command_index, b"s" * 64)
+                    handle(i, m)
+
+            async def drain(i: int) -> None:
+                receive = receivers[i]
+                while True:
+                    handle(i, await receive.receive())
+                    with contextlib.suppress(trio.WouldBlock):
+                        while True:
+                            handle(i, receive.receive_nowait())
 
             for i in range(n):
-                nursery.start_soon(consume, i)
+                nursery.start_soon(drain if buffer else consume, i)
             while not any(rf.get_state()[1] for rf in rafts):
                 await trio.sleep(0.05)
             leader = next(rf for rf in rafts if rf.get_state()[1])
@@ -105,18 +123,54 @@ def throughput(n: int, commands: int, seed: int) -> tuple[float, list[int]]:
     return rate[0], batches
 
 
+def channel_rate(messages: int = 100_000) -> float:
+    """Messages per wall second through a bare unbuffered trio channel read with
+    ``async for``: the ceiling of the 6.824-shaped service (one message per peer
+    per command)."""
+
+    async def main() -> float:
+        send, receive = trio.open_memory_channel[int](0)
+
+        async def produce() -> None:
+            async with send:
+                for k in range(messages):
+                    await send.send(k)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async for _ in receive:
+                pass
+        return messages / (time.perf_counter() - t0)
+
+    result: float = run_virtual(main, 0)
+    return result
+
+
 def bench_throughput(runs: int) -> None:
-    for n in (3, 5):
-        results = [throughput(n, 60_000, seed) for seed in range(1, runs + 1)]
-        rates = [r for r, _ in results]
-        batches = [b for _, bs in results for b in bs]
-        print(
-            f"(b) throughput, {n} peers, 60000 commands, window {WINDOW}: median "
-            f"{statistics.median(rates):,.0f} commits/s wall (min {min(rates):,.0f}, "
-            f"max {max(rates):,.0f}); AppendEntries batch sizes: median "
-            f"{statistics.median(batches):.0f}, max {max(batches)}, {len(batches)} batches"
-            + ("  [target >= 30,000 for 3 peers]" if n == 3 else "")
-        )
+    ceiling = statistics.median(channel_rate() for _ in range(3))
+    print(
+        f"(b) a bare unbuffered trio channel read with async for: {ceiling:,.0f} messages/s "
+        f"(so at most {ceiling / 3:,.0f} commits/s for 3 peers, {ceiling / 5:,.0f} for 5, "
+        "with the 6.824-shaped service)"
+    )
+    for buffer, shape in (
+        (0, "6.824 unbuffered apply channel"),
+        (1024, "apply channel of 1024, drained"),
+    ):
+        for n in (3, 5):
+            results = [throughput(n, 60_000, seed, buffer) for seed in range(1, runs + 1)]
+            rates = [r for r, _ in results]
+            batches = [b for _, bs in results for b in bs]
+            ratio = statistics.median(rates) * n / ceiling
+            print(
+                f"(b) throughput, {n} peers, {shape}, 60000 commands, window {WINDOW}: median "
+                f"{statistics.median(rates):,.0f} commits/s wall (min {min(rates):,.0f}, "
+                f"max {max(rates):,.0f}; {ratio:.2f}x the bare channel's ceiling); "
+                f"AppendEntries batch sizes: median {statistics.median(batches):.0f}, "
+                f"max {max(batches)}, {len(batches)} batches"
+                + ("  [target >= 30,000 for 3 peers]" if n == 3 and buffer else "")
+            )
 
 
 def bench_latency(samples: int) -> None:
