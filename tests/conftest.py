@@ -8,6 +8,10 @@ a failure can be replayed exactly.
 
 ``--real-clock`` runs the same tests against trio's system clock: a Raft that
 only works when computing takes no time is wrong, and this catches it.
+
+``--storage disk`` gives every cluster's servers a DiskStorage directory under
+the test's temporary directory instead of a Persister (on the real clock its
+fsyncs run in worker threads; in virtual time inline).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import trio
 import trio.testing
 
 from trioraft.determinism import seed_scheduler
-from trioraft.sim.harness import default_tracer
+from trioraft.sim.harness import default_storage_dir, default_tracer
 from trioraft.trace import TraceRecorder
 from trioraft.validate import validate_recorded
 
@@ -44,6 +48,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="do not record and validate the execution trace of every test",
+    )
+    group.addoption(
+        "--storage",
+        choices=("memory", "disk"),
+        default="memory",
+        help="where the harness's servers keep their state: 6.824 Persisters (memory, "
+        "the default) or DiskStorage directories (disk)",
     )
     group.addoption(
         "--seed",
@@ -72,6 +83,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if real_clock and item.get_closest_marker("virtual_time_only"):
             item.add_marker(pytest.mark.skip(reason="asserts exact simulated times"))
+        if config.getoption("--storage") != "memory" and item.get_closest_marker(
+            "persister_only"
+        ):
+            item.add_marker(pytest.mark.skip(reason="inspects the harness's Persisters"))
         fn = getattr(item, "obj", None)
         if fn is not None and inspect.iscoroutinefunction(fn):
             seed = _test_seed(config, item.nodeid)
@@ -94,6 +109,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "virtual_time_only: asserts exact simulated times; skipped with --real-clock"
     )
+    config.addinivalue_line(
+        "markers", "persister_only: inspects the harness's Persisters; skipped with --storage disk"
+    )
+
+
+@pytest.fixture(autouse=True)
+def harness_storage(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """With ``--storage disk``, every cluster a test opens gets a fresh directory."""
+    if request.config.getoption("--storage") == "memory":
+        yield
+        return
+    token = default_storage_dir.set(lambda: str(tmp_path_factory.mktemp("cluster")))
+    try:
+        yield
+    finally:
+        default_storage_dir.reset(token)
 
 
 @pytest.fixture(autouse=True)

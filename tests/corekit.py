@@ -28,7 +28,7 @@ from trioraft.core.messages import (
     RequestVoteReply,
 )
 from trioraft.core.node import RaftNode
-from trioraft.core.ready import Ready, Snapshot
+from trioraft.core.ready import NOOP, Ready, Snapshot
 
 
 def raw(value: object) -> msgspec.Raw:
@@ -165,7 +165,7 @@ class Driven:
             if ready.apply_snapshot is not None:
                 out.applied.append(("snapshot", ready.apply_snapshot))
             for k, entry in enumerate(ready.apply_entries):
-                value = msgspec.msgpack.decode(entry.command) if entry.command else "noop"
+                value = "noop" if entry.command == NOOP else msgspec.msgpack.decode(entry.command)
                 out.applied.append((ready.apply_from + k, value))
         return out
 

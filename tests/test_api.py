@@ -11,6 +11,7 @@ from trioraft.core.messages import Entry, PersistentState
 from trioraft.sim.harness import open_cluster
 
 
+@pytest.mark.persister_only
 async def test_start_refuses_bad_commands_on_every_peer_and_changes_nothing(seed: int) -> None:
     async with open_cluster(3, seed=seed) as cfg:
         leader = await cfg.check_one_leader()
@@ -147,6 +148,7 @@ class _NoEnd:
         return None
 
 
+@pytest.mark.persister_only
 async def test_a_stale_snapshot_is_ignored_with_a_warning_and_a_future_one_raises(
     seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,7 +170,7 @@ async def test_a_stale_snapshot_is_ignored_with_a_warning_and_a_future_one_raise
         assert await cfg.one(99, 3, False) == 6
 
 
-@pytest.mark.trio
+@pytest.mark.persister_only
 async def test_a_peer_with_an_empty_snapshot_restarts(seed: int) -> None:
     """A service state of zero bytes is a snapshot like any other: saved, restored."""
     async with open_cluster(3, seed=seed) as cfg:

@@ -11,6 +11,7 @@ import pytest
 from corekit import Driven, elect, make_node, raw
 from trioraft.core.messages import AppendEntriesArgs, Entry, RequestVoteArgs, RequestVoteReply
 from trioraft.core.node import DISARMED, Role
+from trioraft.core.ready import NOOP
 
 
 def with_log(me: int, n: int, term: int, terms: list[int]) -> Driven:
@@ -177,4 +178,4 @@ def test_a_new_leader_can_append_a_noop_of_its_term() -> None:
     elect(a)
     elect(b)
     assert a.log.last_index == 2, "off by default"
-    assert b.log.last_index == 3 and b.log.entry(3).term == 2 and not b.log.entry(3).command
+    assert b.log.last_index == 3 and b.log.entry(3).term == 2 and b.log.entry(3).command == NOOP

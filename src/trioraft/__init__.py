@@ -2,8 +2,10 @@
 
 The public names are those of the 6.824 lab: :func:`make` a peer, then
 ``start``, ``get_state``, ``snapshot``, ``kill``; committed commands come out
-as :class:`ApplyMsg` on the apply channel.  :mod:`trioraft.sim` is the
-labrpc-style simulated network and the 6.824 test harness.
+as :class:`ApplyMsg` on the apply channel.  A peer keeps its durable state in
+a 6.824 :class:`Persister` or in a :class:`DiskStorage` directory.
+:mod:`trioraft.sim` is the labrpc-style simulated network and the 6.824 test
+harness.
 """
 
 from . import sim  # trioraft.sim.open_network works after `import trioraft`
@@ -12,11 +14,13 @@ from .core.config import RaftConfig
 from .peer import CorruptStateError, Raft, make
 from .persist import FilePersister, Persister, PersisterFileError
 from .rpc import ClientEnd, Handler, RpcServer
+from .storage import DiskStorage, StorageError
 
 __all__ = [
     "ApplyMsg",
     "ClientEnd",
     "CorruptStateError",
+    "DiskStorage",
     "FilePersister",
     "Handler",
     "Persister",
@@ -24,6 +28,7 @@ __all__ = [
     "Raft",
     "RaftConfig",
     "RpcServer",
+    "StorageError",
     "make",
     "sim",
 ]

@@ -65,7 +65,7 @@ from .core.messages import (
     RequestVoteReply,
 )
 from .core.node import DISARMED, RaftNode
-from .core.ready import Ready, Snapshot
+from .core.ready import NOOP, Ready, Snapshot
 from .determinism import in_virtual_time
 from .persist import Persister
 from .rpc import ClientEnd, Handler
@@ -510,7 +510,7 @@ class Raft:
                     continue
                 index, entries = item
                 for entry in entries:
-                    if entry.command:  # a no-op (empty command) is not the service's
+                    if entry.command != NOOP:  # a no-op is not the service's
                         message = ApplyMsg(
                             command_valid=True,
                             command=codec.decode(entry.command, what="command"),

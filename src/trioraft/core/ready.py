@@ -99,5 +99,7 @@ class Ready:
         return self.entries_from + len(self.entries) - 1
 
 
-NOOP = msgspec.Raw(b"")
-"""The command of a leader's no-op entry (Raft §8): no encoded command is empty."""
+NOOP = msgspec.Raw(b"\xc7\x00\x01")
+"""The command of a leader's no-op entry (Raft §8): msgpack's extension type 1
+with no data, a value no client command can be (commands are plain data, which
+``trioraft.codec.check_command`` enforces), and one that any decoder skips."""

@@ -141,8 +141,11 @@ FOLLOW_UPS = frozenset(
         "commit",
         "install_snapshot",
         "persist",
+        "noop",
     }
 )
+NOOP = "noop"
+"""The digest a trace gives a leader's no-op entry (spec/TRACE.md)."""
 REQUESTS = frozenset({"RequestVote", "AppendEntries", "InstallSnapshot"})
 REPLIES = frozenset({"RequestVoteReply", "AppendEntriesReply", "InstallSnapshotReply"})
 KNOWN_EVENTS = STARTERS | FOLLOW_UPS | {"send"}
@@ -390,6 +393,7 @@ class _Replay:
         # The receiver's log, snapshot and the request's prevLogIndex: what a rejection's
         # fast-backup hints must be computed from (only when there is one).
         self.hint_source: tuple[Log, int, int] = ((), 0, 0)
+        self.installing_received = 0  # what the follower of the current chunk must say it holds
         self.at = 0  # index of the event being replayed
         self.started = [False] * nodes
         self.up = [False] * nodes
@@ -405,6 +409,13 @@ class _Replay:
         self.installing: list[tuple[int, int] | None] = [None] * nodes  # (leader, index)
         self.assembly: list[tuple[tuple[int, int, int], int] | None] = [None] * nodes
         self.replies: dict[int, Message] = {}  # id -> the model's reply, as sent
+        # Replies released after a later sync (a storage that syncs off the event
+        # loop): id -> the reply the receive step computed, what its check needs,
+        # and the step whose changes must be saved before it may leave.
+        self.pending: dict[int, _PendingReply] = {}
+        self.steps = 0  # steps replayed so far
+        self.changed_at = [0] * nodes  # per node: the last step that changed what it saves
+        self.saved_at = [0] * nodes  # per node: the step of its last persist
         self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
         self.reign: list[Server | None] = [None] * nodes  # last self as leader
         self.entries: dict[tuple[int, str], Entry] = {}  # interned entries
@@ -447,8 +458,13 @@ class _Replay:
                 raise _Broken("Crash", "no event at a node that is down", name)
         before = self.state
         self.fresh.clear()
+        self.steps += 1
         rule = handler(events, start, end)
         self.at = end - 1
+        if node >= 0 and _durable_part(before.servers[node]) != _durable_part(
+            self.state.servers[node]
+        ):
+            self.changed_at[node] = self.steps
         if node >= 0 and name != "crash":
             self._compare(node, events[end - 1]["state"], rule)
             s = self.state.servers[node]
@@ -470,11 +486,16 @@ class _Replay:
             if name == "persist":
                 self._save(i)
             elif name == "send":
-                self._send_reply(e, reply)
+                if e["id"] in self.pending:
+                    self._send_deferred_reply(e)  # released after a later sync
+                else:
+                    self._send_reply(e, reply)
             elif name == "commit":
                 self._commit(i, e["index"])
             elif name == "become_leader":
                 self._become_leader(i)
+            elif name == "noop":
+                self._noop(events, k)
             else:
                 self._check_follow_up(e, i, name, reply)
 
@@ -615,9 +636,15 @@ class _Replay:
         self._follow_ups(events, start, end)
         return "Crash"
 
+    def _forget_pending(self, i: int) -> None:
+        """A crashed node never sends the replies it had not sent."""
+        for message_id in [k for k, p in self.pending.items() if p.reply.source == i]:
+            del self.pending[message_id]
+
     def _lose_unsaved(self, i: int) -> None:
         """Restart: only what the node saved survives, and its state machine is
         restored from its saved snapshot (which must hold only committed entries)."""
+        self._forget_pending(i)
         s = self.state.servers[i]
         saved = self.saved[i]
         durable = (saved.term, saved.voted_for, saved.log, saved.snapshot_index)
@@ -647,6 +674,7 @@ class _Replay:
         self.installing[i] = None
 
     def _save(self, i: int) -> None:
+        self.saved_at[i] = self.steps
         s = self.state.servers[i]
         index = s.snapshot_index
         term = snapshot_term(s)
@@ -709,20 +737,36 @@ class _Replay:
     def _client_request(self, events: Sequence[Event], start: int, end: int) -> str:
         """Leaders: a command from a client is appended to the local log."""
         e = events[start]
+        if e["digest"] == NOOP:
+            raise _Broken("NoOp", "a no-op only from a leader just elected", "a client's no-op")
+        self._append_command(e, e["digest"], "ClientRequest")
+        self._follow_ups(events, start, end)
+        return "ClientRequest"
+
+    def _noop(self, events: Sequence[Event], k: int) -> None:
+        """Raft §8: a leader just elected appends a no-op entry of its term at once
+        (the model's ClientRequest with the no-op's value)."""
+        e = events[k]
+        before = events[k - 1]
+        if before["event"] != "become_leader" or before["node"] != e["node"]:
+            raise _Broken(
+                "NoOp", "a no-op right after become_leader", f"a no-op after {before['event']}"
+            )
+        self._append_command(e, NOOP, "NoOp")
+
+    def _append_command(self, e: Event, value: str, rule: str) -> None:
         i = e["node"]
         s = self.state.servers[i]
-        t = client_request(self.state, i, e["digest"])
+        t = client_request(self.state, i, value)
         if t is None:
-            raise _Broken("ClientRequest", "a leader", f"a {_role(s)} appending a command")
+            raise _Broken(rule, "a leader", f"a {_role(s)} appending a command")
         if e["index"] != len(s.log) + 1 or e["term"] != s.current_term:
             raise _Broken(
-                "ClientRequest",
+                rule,
                 f"entry {len(s.log) + 1} of term {s.current_term}",
                 f"entry {e['index']} of term {e['term']}",
             )
         self.state = t
-        self._follow_ups(events, start, end)
-        return "ClientRequest"
 
     def _commit(self, i: int, index: int) -> None:
         """Leaders: AdvanceCommitIndex; others: commitIndex from AppendEntries rule 5."""
@@ -903,7 +947,8 @@ class _Replay:
             self._send_install_snapshot(e["id"], i, msg)
             rule = "Leaders: InstallSnapshot"
         else:
-            raise _Broken("Trace order", "a reply right after its request was handled", kind)
+            self._send_deferred_reply(e)
+            rule = "Persistence: saved before replying"
         self._follow_ups(events, start, end)
         return rule
 
@@ -1147,6 +1192,16 @@ class _Replay:
         reply = _reply_added(before, t.network, m, t.servers[m.dest].current_term)
         self.fresh.append(reply)
         self._follow_ups(events, start, end, reply)
+        if self.replies.get(message_id) is not reply:
+            # No reply in this step: it may leave once a persist covers every change
+            # the node made up to and including this step.
+            i = m.dest
+            if _durable_part(receiver) != _durable_part(self.state.servers[i]):
+                self.changed_at[i] = self.steps
+            received = self.installing_received if kind == "InstallSnapshot" else None
+            self.pending[message_id] = _PendingReply(
+                reply, self.hint_source, self.changed_at[i], received
+            )
         return rule
 
     def _snapshot_received(
@@ -1166,6 +1221,7 @@ class _Replay:
         if fields != sent.fields:
             raise _Broken("Receive", f"InstallSnapshot {sent.fields}", f"{fields}")
         received = self._assemble(msg)
+        self.installing_received = received
         complete = sent.done and received >= sent.total
         for k in range(start + 1, end):
             e = events[k]
@@ -1251,23 +1307,37 @@ class _Replay:
             return None
         return s.next_index[r.source]
 
+    def _send_deferred_reply(self, e: Event) -> None:
+        """A reply leaving after the step that handled its request: the reply that
+        step computed, once a persist covered that step."""
+        msg = e["msg"]
+        i = e["node"]
+        pending = self.pending.pop(e["id"], None)
+        if pending is None or pending.reply.source != i:
+            raise _Broken("Trace order", "a reply to a request this node handled", msg["type"])
+        if self.saved_at[i] < pending.step:
+            raise _Broken(
+                "Persistence: saved before replying",
+                "a persist of every change the node made until it handled the request",
+                f"the {msg['type']} sent before they were saved",
+            )
+        if pending.received is not None and msg.get("received") != pending.received:
+            raise _Broken(
+                "InstallSnapshot receiver rules 2-5",
+                f"received {pending.received} (chunks of one snapshot, in order from offset 0)",
+                f"received {msg.get('received')}",
+            )
+        self._check_reply_fields(msg, pending.reply, pending.hint_source)
+        self.replies[e["id"]] = pending.reply
+        self.replies_sent[e["id"]] = msg
+
     def _send_reply(self, e: Event, reply: Message | None) -> None:
         """The reply of the step's request: the model's reply, from saved state."""
         msg = e["msg"]
         i = e["node"]
         if reply is None or msg["type"] not in REPLIES:
             raise _Broken("Trace order", "a reply only to the step's request", msg["type"])
-        _check_reply(reply, msg)
-        if isinstance(reply, AppendEntriesResponse) and msg["type"] == "AppendEntriesReply":
-            # Only a rejection for the log (not for the term) carries hints.
-            expected = _conflict_hints(*self.hint_source) if reply.prev_log_index else (0, 0)
-            logged = (msg.get("conflict_index", 0), msg.get("conflict_term", 0))
-            if logged != expected:
-                raise _Broken(
-                    "AppendEntries receiver: fast-backup hints",
-                    f"conflict_index {expected[0]}, conflict_term {expected[1]}",
-                    f"conflict_index {logged[0]}, conflict_term {logged[1]}",
-                )
+        self._check_reply_fields(msg, reply, self.hint_source)
         s = self.state.servers[i]
         saved = self.saved[i]
         if (s.current_term, s.voted_for) != (saved.term, saved.voted_for) or (
@@ -1282,6 +1352,36 @@ class _Replay:
             )
         self.replies[e["id"]] = reply
         self.replies_sent[e["id"]] = msg
+
+    def _check_reply_fields(
+        self, msg: Mapping[str, Any], reply: Message, hint_source: tuple[Log, int, int]
+    ) -> None:
+        """A reply as logged against the model's, fast-backup hints included."""
+        _check_reply(reply, msg)
+        if isinstance(reply, AppendEntriesResponse) and msg["type"] == "AppendEntriesReply":
+            # Only a rejection for the log (not for the term) carries hints.
+            expected = _conflict_hints(*hint_source) if reply.prev_log_index else (0, 0)
+            logged = (msg.get("conflict_index", 0), msg.get("conflict_term", 0))
+            if logged != expected:
+                raise _Broken(
+                    "AppendEntries receiver: fast-backup hints",
+                    f"conflict_index {expected[0]}, conflict_term {expected[1]}",
+                    f"conflict_index {logged[0]}, conflict_term {logged[1]}",
+                )
+
+
+class _PendingReply(NamedTuple):
+    """A reply its receive step computed but did not send (see ``_Replay.pending``)."""
+
+    reply: Message
+    hint_source: tuple[Log, int, int]
+    step: int  # the node's last change by the receive step: a persist at or after it first
+    received: int | None  # InstallSnapshot: what the follower must say it holds
+
+
+def _durable_part(s: Server) -> tuple[Any, ...]:
+    """What a persist saves of a server: Figure 2's persistent state and the snapshot."""
+    return (s.current_term, s.voted_for, s.log, s.snapshot_index)
 
 
 def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:

@@ -15,12 +15,19 @@ test at once, as Go's ``log.Fatalf`` does.
 
 All timing is trio's, so a whole test runs in virtual time under
 ``trio.testing.MockClock``; every random choice comes from the cluster's seed.
+
+Storage: each server keeps its state in a 6.824 ``Persister`` (copied at a
+crash, as config.go does), or, when the cluster is given a ``storage_dir``,
+in a :class:`~trioraft.storage.disk.DiskStorage` directory of its own under
+it (a crash kills the peer, which closes its storage; the restart opens the
+same directory again).
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import os
 import random
 import string
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +41,7 @@ from ..core.apply import ApplyMsg
 from ..core.config import RaftConfig
 from ..peer import Raft, make
 from ..persist import Persister
+from ..storage.disk import DiskStorage
 from .network import Network, open_network
 
 RAFT_ELECTION_TIMEOUT = 1.0
@@ -68,8 +76,10 @@ class Cluster:
         snapshot: bool,
         seed: int,
         raft_config: RaftConfig | None,
+        storage_dir: str | None = None,
     ) -> None:
         self.net = net
+        self.storage_dir = storage_dir  # None: Persisters; else a DiskStorage per server
         self.n = n
         self.rng = random.Random(seed)
         self._nursery = nursery
@@ -77,12 +87,15 @@ class Cluster:
         self.rafts: list[Raft | None] = [None] * n
         self.apply_err: list[str] = [""] * n
         self.connected = [False] * n
-        self.saved: list[Persister | None] = [None] * n
+        self.saved: list[Persister | DiskStorage | None] = [None] * n
         self.endnames: list[list[str]] = [[""] * n for _ in range(n)]
         self.logs: list[dict[int, Any]] = [{} for _ in range(n)]
         self.last_applied = [0] * n
         self._applier_scopes: list[trio.CancelScope | None] = [None] * n
         self.snapshot = snapshot
+        # With no-ops on election (Raft §8), command indexes have gaps where
+        # no-ops sit: the appliers then check that indexes only increase.
+        self.gaps = self._raft_config.noop_on_election
         self.finished = False
         self.start = trio.current_time()
         self.t0 = self.start
@@ -99,9 +112,10 @@ class Cluster:
         self.disconnect(i)
         self.net.delete_server(self._server_name(i))  # disable client connections to the server
         # A fresh persister, in case the old instance goes on updating the
-        # old one; copy the state so the next incarnation reads it.
+        # old one; copy the state so the next incarnation reads it.  (A killed
+        # peer closes its DiskStorage: it writes nothing more.)
         saved = self.saved[i]
-        if saved is not None:
+        if isinstance(saved, Persister):
             self.saved[i] = saved.copy()
         rf = self.rafts[i]
         if rf is not None:
@@ -112,7 +126,7 @@ class Cluster:
             scope.cancel()
             self._applier_scopes[i] = None
         saved = self.saved[i]
-        if saved is not None:
+        if isinstance(saved, Persister):
             fresh = Persister()
             fresh.save(saved.read_raft_state(), saved.read_snapshot() or None)
             self.saved[i] = fresh
@@ -132,18 +146,25 @@ class Cluster:
 
         self.last_applied[i] = 0
         own_applier = applier is None or applier in (self.applier, self.applier_snap)
-        saved = self.saved[i]
-        if saved is not None:
-            self.saved[i] = saved = saved.copy()
-            snap = saved.read_snapshot()
-            # The tester's own appliers understand the tester's own snapshots
-            # (mimic a KV server); a custom applier restores its own state.
-            if snap and own_applier:
-                error = self.ingest_snap(i, snap, -1)
-                if error:
-                    raise TestFailure(error)
+        saved: Persister | DiskStorage
+        previous = self.saved[i]
+        if self.storage_dir is not None:
+            if isinstance(previous, DiskStorage):
+                previous.close()  # (its peer's kill() closed it already, if it ran)
+            directory = os.path.join(self.storage_dir, f"server-{i}")
+            self.saved[i] = saved = DiskStorage(directory, create=True)
+        elif previous is not None:
+            assert isinstance(previous, Persister)
+            self.saved[i] = saved = previous.copy()
         else:
             self.saved[i] = saved = Persister()
+        snap = saved.read_snapshot()
+        # The tester's own appliers understand the tester's own snapshots
+        # (mimic a KV server); a custom applier restores its own state.
+        if snap and own_applier:
+            error = self.ingest_snap(i, snap, -1)
+            if error:
+                raise TestFailure(error)
 
         send, receive = trio.open_memory_channel[ApplyMsg](0)
         config = dataclasses.replace(self._raft_config, seed=self.rng.getrandbits(32))
@@ -232,7 +253,9 @@ class Cluster:
                 old = log[m.command_index]
                 # Some server has already committed a different value for this entry!
                 err = f"commit index={m.command_index} server={i} {v!r} != server={j} {old!r}"
-        prevok = (m.command_index - 1) in self.logs[i]
+        prevok = (m.command_index - 1) in self.logs[i] or (
+            self.gaps and m.command_index > max(self.logs[i], default=0)
+        )
         self.logs[i][m.command_index] = v
         if m.command_index > self.max_index:
             self.max_index = m.command_index
@@ -257,7 +280,8 @@ class Cluster:
             if m.snapshot_valid:
                 err = self.ingest_snap(i, m.snapshot, m.snapshot_index)
             elif m.command_valid:
-                if m.command_index != self.last_applied[i] + 1:
+                expected = self.last_applied[i] + 1
+                if m.command_index < expected or (m.command_index > expected and not self.gaps):
                     err = (
                         f"server {i} apply out of order, expected index "
                         f"{self.last_applied[i] + 1}, got {m.command_index}"
@@ -440,6 +464,14 @@ def _random_name(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(20))
 
 
+StorageDirFactory = Callable[[], str]
+"""Makes a fresh directory for one cluster's DiskStorages."""
+
+default_storage_dir: contextvars.ContextVar[StorageDirFactory | None] = contextvars.ContextVar(
+    "trioraft_default_storage_dir", default=None
+)
+"""Where clusters opened without a ``storage_dir`` get one (``pytest --storage disk``)."""
+
 TracerFactory = Callable[[int, int], Any]
 """Makes the tracer of a cluster from (number of peers, seed)."""
 
@@ -458,6 +490,7 @@ async def open_cluster(
     seed: int = 0,
     raft_config: RaftConfig | None = None,
     tracer: Any = None,
+    storage_dir: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Cluster]:
     """6.824's ``make_config``: start n connected peers; clean up on exit.
 
@@ -465,7 +498,14 @@ async def open_cluster(
     :class:`TestFailure`.  ``tracer`` (a :class:`~trioraft.trace.TraceRecorder`)
     records the run: every peer and the network report to it.  Without one,
     the factory in :data:`default_tracer` is asked for one, if it is set.
+    ``storage_dir`` (an existing directory) gives each server a DiskStorage
+    under it; without one, the factory in :data:`default_storage_dir` is asked,
+    and without that the servers use Persisters.
     """
+    if storage_dir is None:
+        make_dir = default_storage_dir.get()
+        if make_dir is not None:
+            storage_dir = make_dir()
     if tracer is None:
         factory = default_tracer.get()
         if factory is not None:
@@ -479,7 +519,15 @@ async def open_cluster(
         ):
             net.set_reliable(not unreliable)
             net.set_long_delays(True)
-            cfg = Cluster(net, nursery, n, snapshot=snapshot, seed=seed, raft_config=raft_config)
+            cfg = Cluster(
+                net,
+                nursery,
+                n,
+                snapshot=snapshot,
+                seed=seed,
+                raft_config=raft_config,
+                storage_dir=None if storage_dir is None else os.fspath(storage_dir),
+            )
             for i in range(n):
                 cfg.start1(i)
             for i in range(n):

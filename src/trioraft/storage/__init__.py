@@ -9,6 +9,14 @@
 """
 
 from .base import CorruptStateError, Restored, Storage, StorageError
+from .disk import DiskStorage
 from .persister import PersisterStorage
 
-__all__ = ["CorruptStateError", "PersisterStorage", "Restored", "Storage", "StorageError"]
+__all__ = [
+    "CorruptStateError",
+    "DiskStorage",
+    "PersisterStorage",
+    "Restored",
+    "Storage",
+    "StorageError",
+]

@@ -71,10 +71,11 @@ class Storage(Protocol):
         ...
 
     def write(self, ready: Ready) -> None:
-        """Record the Ready's writes: entries, snapshot, hard state.
+        """Take the Ready's writes: entries, snapshot, hard state.
 
-        Returns quickly; what it wrote survives a crash of the process at once,
-        and a power failure once :meth:`sync` has returned.
+        Returns quickly (it may only stage them); they are durable once
+        :meth:`sync` has returned, and :meth:`close` completes every write it
+        was given, so a peer killed in-process loses none of them.
         """
         ...
 
@@ -87,7 +88,7 @@ class Storage(Protocol):
         ...
 
     def close(self) -> None:
-        """Stop: later writes are refused.  Idempotent."""
+        """Complete what was written, then stop: later writes are refused.  Idempotent."""
         ...
 
 

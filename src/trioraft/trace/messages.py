@@ -14,6 +14,7 @@ from ..core.messages import (
     RequestVoteArgs,
     RequestVoteReply,
 )
+from ..core.ready import NOOP
 
 
 def digest(data: bytes | memoryview | Any) -> str:
@@ -22,12 +23,17 @@ def digest(data: bytes | memoryview | Any) -> str:
 
 
 NOOP_DIGEST = "noop"
-"""The digest of a leader's no-op entry (its command is empty): named, not hashed."""
+"""The digest of a leader's no-op entry: named, not hashed."""
+
+_NOOP_BYTES = bytes(NOOP)
 
 
 def command_digest(command: bytes | memoryview | Any) -> str:
     """A log entry's command digest: :data:`NOOP_DIGEST` for a no-op, else :func:`digest`."""
-    return digest(command) if len(command) else NOOP_DIGEST
+    data = bytes(command)
+    if data == _NOOP_BYTES:
+        return NOOP_DIGEST
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def entries(items: tuple[Entry, ...] | list[Entry]) -> list[list[Any]]:
