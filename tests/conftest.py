@@ -83,9 +83,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if real_clock and item.get_closest_marker("virtual_time_only"):
             item.add_marker(pytest.mark.skip(reason="asserts exact simulated times"))
-        if config.getoption("--storage") != "memory" and item.get_closest_marker(
-            "persister_only"
-        ):
+        if config.getoption("--storage") != "memory" and item.get_closest_marker("persister_only"):
             item.add_marker(pytest.mark.skip(reason="inspects the harness's Persisters"))
         fn = getattr(item, "obj", None)
         if fn is not None and inspect.iscoroutinefunction(fn):

@@ -547,3 +547,96 @@ async def test_snapshot_bytes_are_followed_from_leader_to_service(seed: int) -> 
     )
     broken[at]["msg"]["done"] = True
     assert "done on the last" in rejected(header, broken, "Leaders: InstallSnapshot chunks")
+
+
+async def _noop_run(seed: int) -> tuple[dict, Events]:
+    recorder = TraceRecorder(nodes=3, seed=seed)
+    config = RaftConfig(noop_on_election=True)
+    async with open_cluster(3, seed=seed, tracer=recorder, raft_config=config) as cfg:
+        leader = await cfg.check_one_leader()
+        await cfg.one("x", 3, True)
+        cfg.disconnect(leader)
+        await cfg.one("y", 2, True)  # a second leader, a second no-op
+        cfg.connect(leader)
+        await cfg.one("z", 3, True)
+    return recorder.records[0], recorder.records[1:]
+
+
+async def test_noops_validate_only_right_after_become_leader(seed: int) -> None:
+    header, events = await _noop_run(seed)
+    assert_valid(header, events)
+    noops = [k for k, e in enumerate(events) if e["event"] == "noop"]
+    assert len(noops) >= 2 and all(events[k - 1]["event"] == "become_leader" for k in noops)
+    # A no-op appended after something else happened is not the §8 no-op.
+    late = copy.deepcopy(events)
+    k = noops[0]
+    between = copy.deepcopy(late[k - 1])
+    between.update(event="persist", seq=late[k]["seq"] - 0.5)
+    late.insert(k, between)
+    assert "right after become_leader" in rejected(header, late, "NoOp")
+    # A client cannot submit a no-op.
+    forged = copy.deepcopy(events)
+    at = index_of(forged, event="client_request")
+    forged[at]["digest"] = "noop"
+    rejected(header, forged, "NoOp")
+
+
+def _deferred(events: Events, receive: int) -> Events:
+    """The reply of the request received at ``receive`` sent later, outside the
+    receive's step (as when a storage syncs in a worker thread): right before the
+    requester receives it, after whatever happened in between."""
+    events = copy.deepcopy(events)
+    message_id = events[receive]["id"]
+    reply = index_of(events, receive, event="send", id=message_id)
+    moved = events.pop(reply)
+    arrival = index_of(events, reply, event="receive", id=message_id)
+    assert arrival > reply, "something happened between the reply and its receipt"
+    moved["seq"] = events[arrival]["seq"] - 0.5
+    before = events[arrival - 1]
+    if before["node"] == moved["node"]:
+        moved["state"] = copy.deepcopy(before["state"])  # the state when it leaves
+    events.insert(arrival, moved)
+    return events
+
+
+def _saving_receive_with_a_gap(events: Events) -> int:
+    """The receive of a request whose step saved something (a vote, entries), whose
+    reply was not received right after it was sent (so it can be released later)."""
+    for k, e in enumerate(events):
+        if e["event"] != "receive" or e["msg"]["type"] not in ("RequestVote", "AppendEntries"):
+            continue
+        step = k + 1
+        while events[step]["node"] == e["node"] and events[step]["event"] != "send":
+            step += 1
+        reply = step
+        saved = any(events[j]["event"] == "persist" for j in range(k, reply))
+        if not saved or events[reply].get("id") != e["id"]:
+            continue
+        try:
+            arrival = index_of(events, reply, event="receive", id=e["id"])
+        except LookupError:
+            continue  # the reply was lost
+        if arrival > reply + 1:
+            return k
+    raise LookupError("no saving receive whose reply took a while")
+
+
+def test_a_reply_released_after_a_later_sync_validates_once_saved() -> None:
+    header, events = simulated(2, 3, 10, True)  # unreliable: replies take a while
+    receive = _saving_receive_with_a_gap(events)
+    deferred = _deferred(events, receive)
+    assert_valid(header, deferred)
+    # ... but not before the vote it carries was saved.
+    unsaved = copy.deepcopy(deferred)
+    del unsaved[index_of(unsaved, receive, event="persist", node=events[receive]["node"])]
+    rejected(header, unsaved, "Persistence: saved before replying")
+
+
+def test_a_reply_nobody_asked_for_is_rejected() -> None:
+    header, events = simulated(2, 3, 10, True)  # unreliable: replies take a while
+    receive = _saving_receive_with_a_gap(events)
+    deferred = _deferred(events, receive)
+    twice = index_of(deferred, receive, event="send", id=events[receive]["id"])
+    copied = copy.deepcopy(deferred[twice])
+    deferred.insert(twice + 1, copied)  # the same reply released twice
+    rejected(header, deferred, "Trace order")

@@ -404,7 +404,7 @@ class Raft:
         args = self._node.message_for(peer)
         if args is not None:
             assert self._nursery is not None
-            self._nursery.start_soon(self._exchange, peer, args)
+            self._nursery.start_soon(self._exchange, peer, args, self._trace_send(peer, args))
 
     async def _replicator(self, peer: int) -> None:
         wake = self._wake[peer]
@@ -412,7 +412,7 @@ class Raft:
             if self._wants_to_send(peer):
                 args = self._node.message_for(peer)
                 if args is not None:
-                    await self._exchange(peer, args)
+                    await self._exchange(peer, args, self._trace_send(peer, args))
                     if self._wants_to_send(peer):
                         await trio.lowlevel.checkpoint()  # others run between back-to-back sends
                     continue
@@ -430,7 +430,9 @@ class Raft:
             and (self._due[peer] or (not self._backoff[peer] and node.has_news_for(peer)))
         )
 
-    async def _exchange(self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs) -> None:
+    async def _exchange(
+        self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs, message_id: int | None
+    ) -> None:
         """Send one replication message to ``peer`` and handle its reply."""
         self._inflight[peer] += 1
         self._due[peer] = False
@@ -439,11 +441,11 @@ class Raft:
         node = self._node
         try:
             if isinstance(args, AppendEntriesArgs):
-                reply = await self._call(peer, APPEND_ENTRIES, args)
+                reply = await self._call(peer, APPEND_ENTRIES, args, message_id)
                 if isinstance(reply, AppendEntriesReply):
                     node.handle_append_entries_reply(peer, args, reply)
             else:
-                reply = await self._call(peer, INSTALL_SNAPSHOT, args)
+                reply = await self._call(peer, INSTALL_SNAPSHOT, args, message_id)
                 if isinstance(reply, InstallSnapshotReply):
                     node.handle_install_snapshot_reply(peer, args, reply)
         finally:
@@ -454,21 +456,19 @@ class Raft:
         if node.has_news_for(peer):
             self._wake[peer].set()  # more to send, and this peer has room now
 
-    async def _request_vote(self, peer: int, args: RequestVoteArgs) -> None:
-        reply = await self._call(peer, REQUEST_VOTE, args)
+    async def _request_vote(self, peer: int, args: RequestVoteArgs, message_id: int | None) -> None:
+        reply = await self._call(peer, REQUEST_VOTE, args, message_id)
         if isinstance(reply, RequestVoteReply):
             self._node.handle_request_vote_reply(peer, args, reply)
             self._after_step()
 
-    async def _call(self, peer: int, method: str, args: object) -> object | None:
-        """Send one RPC to ``peer``; trace its sending and its reply's arrival."""
-        if self._killed:
-            return None  # started before kill() but not yet run: a dead peer sends nothing
+    def _trace_send(self, peer: int, args: object) -> int | None:
+        """Record a request as sent now, when it is built from the node's state (the
+        task that hands it to the transport may run a few steps later)."""
         tracer = self._tracer
         if tracer is None:
-            reply = await self._peers[peer].call(method, args)
-            return None if self._killed else reply
-        message_id = tracer.next_message_id()
+            return None
+        message_id: int = tracer.next_message_id()
         tracer.event(
             self.me,
             "send",
@@ -476,12 +476,23 @@ class Raft:
             id=message_id,
             msg=describe(args, self.me, peer),
         )
+        return message_id
+
+    async def _call(
+        self, peer: int, method: str, args: object, message_id: int | None
+    ) -> object | None:
+        """Send one RPC to ``peer`` (traced as sent already); trace its reply's arrival."""
+        if self._killed:
+            return None  # started before kill() but not yet run: a dead peer sends nothing
+        if message_id is None:
+            reply = await self._peers[peer].call(method, args)
+            return None if self._killed else reply
         current_message_id.set(message_id)  # this task's own context: the transport reads it
         reply = await self._peers[peer].call(method, args)
         if self._killed:
             return None  # a dead peer handles no reply
-        if reply is not None:
-            tracer.event(
+        if reply is not None and self._tracer is not None:
+            self._tracer.event(
                 self.me,
                 "receive",
                 self._node.trace_state(),
@@ -629,7 +640,8 @@ class Raft:
             box = out.reply_to
             if box is None:
                 assert self._nursery is not None and isinstance(out.message, RequestVoteArgs)
-                self._nursery.start_soon(self._request_vote, out.to, out.message)
+                message_id = self._trace_send(out.to, out.message)
+                self._nursery.start_soon(self._request_vote, out.to, out.message, message_id)
             else:
                 self._trace_reply(box, out.message, out.to)
                 box.resolve(out.message)
