@@ -64,7 +64,7 @@ from .core.messages import (
     RequestVoteArgs,
     RequestVoteReply,
 )
-from .core.node import DISARMED, RaftNode
+from .core.node import DISARMED, RaftNode, Role
 from .core.ready import NOOP, Ready, Snapshot
 from .determinism import in_virtual_time
 from .persist import Persister
@@ -636,17 +636,21 @@ class Raft:
 
     def _carry_out(self, ready: Ready) -> None:
         """Send a durable Ready's messages, advance the node, queue its entries."""
+        node = self._node
         for out in ready.messages:
             box = out.reply_to
             if box is None:
-                assert self._nursery is not None and isinstance(out.message, RequestVoteArgs)
-                message_id = self._trace_send(out.to, out.message)
-                self._nursery.start_soon(self._request_vote, out.to, out.message, message_id)
+                args = out.message
+                assert self._nursery is not None and isinstance(args, RequestVoteArgs)
+                if node.role is not Role.CANDIDATE or node.current_term != args.term:
+                    continue  # an election this peer left while the Ready was syncing
+                message_id = self._trace_send(out.to, args)
+                self._nursery.start_soon(self._request_vote, out.to, args, message_id)
             else:
                 self._trace_reply(box, out.message, out.to)
                 box.resolve(out.message)
                 self._pending_replies.discard(box)
-        self._node.advance(ready)
+        node.advance(ready)
         self._emit_trace()  # advance's own events (applies, a leader's commit)
         if ready.apply_snapshot is not None:
             self._to_apply.append(ready.apply_snapshot)

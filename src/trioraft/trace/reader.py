@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from .recorder import STATE_FIELDS, TRACE_FORMAT, TRACE_VERSION
+from .recorder import READABLE_VERSIONS, STATE_FIELDS, TRACE_FORMAT, TRACE_VERSION
 
 
 class TraceFormatError(ValueError):
@@ -47,12 +47,12 @@ def check_header(source: str, header: Any) -> dict[str, Any]:
             f"not a trioraft trace: the first line must be a header with format {TRACE_FORMAT!r}",
         )
     version = header.get("version")
-    if version != TRACE_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise TraceFormatError(
             source,
             1,
             f"trace format version {version!r} is not supported (this reader "
-            f"reads version {TRACE_VERSION})",
+            f"reads versions 1 to {TRACE_VERSION})",
         )
     nodes = header.get("nodes")
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:

@@ -26,7 +26,10 @@ import msgspec
 import trio
 
 TRACE_FORMAT = "trioraft-trace"
-TRACE_VERSION = 1
+TRACE_VERSION = 2
+"""Version 2 adds the ``noop`` event and replies sent in a later step than their
+request's (spec/TRACE.md); a reader reads every version up to this one."""
+READABLE_VERSIONS = frozenset({1, 2})
 
 current_message_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "trioraft_current_message_id", default=None
