@@ -155,8 +155,14 @@ async def test_wait_committed_checks_its_arguments(seed: int) -> None:
     async with open_cluster(3, seed=seed) as cfg:
         rf = cfg.rafts[0]
         assert rf is not None
-        for bad in [(0, 1), (1, 0), ("1", 1), (1, True), (1.0, 1)]:
-            with pytest.raises(TypeError, match="wait_committed"):
+        for bad, error in [
+            ((0, 1), ValueError),
+            ((1, 0), ValueError),
+            (("1", 1), TypeError),
+            ((1, True), TypeError),
+            ((1.0, 1), TypeError),
+        ]:
+            with pytest.raises(error, match="wait_committed"):
                 await rf.wait_committed(*bad)  # type: ignore[arg-type]
 
 

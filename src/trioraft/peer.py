@@ -39,6 +39,7 @@ Rules of operation
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
@@ -51,7 +52,7 @@ import msgspec
 import trio
 
 from . import codec
-from .checks import check_make_arguments, check_snapshot_arguments
+from .checks import check_int, check_make_arguments, check_snapshot_arguments
 from .core.apply import ApplyMsg
 from .core.config import RaftConfig
 from .core.messages import (
@@ -69,7 +70,7 @@ from .core.ready import NOOP, Ready, Snapshot
 from .determinism import in_virtual_time
 from .persist import Persister
 from .rpc import ClientEnd, Handler
-from .storage.base import CorruptStateError, Storage, check_restored
+from .storage.base import CorruptStateError, Storage, StorageError, check_restored
 from .storage.persister import PersisterStorage
 from .trace.messages import command_digest, describe, digest
 from .trace.recorder import current_message_id
@@ -200,6 +201,7 @@ class Raft:
         self._writer_wake = _Signal()
         self._syncing: Ready | None = None
         self._pending_replies: set[_ReplyBox] = set()
+        self._failure: StorageError | None = None  # storage failed: the peer stopped
         # Applying: chunks of (first index, entries) or a Snapshot, in order.
         self._to_apply: deque[tuple[int, list[Entry]] | Snapshot] = deque()
         self._apply_wake = _Signal()
@@ -249,9 +251,8 @@ class Raft:
         compare terms (a call made long after the commit, or a snapshot installed
         from a leader that jumped past it).
         """
-        for name, value in (("index", index), ("term", term)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TypeError(f"wait_committed: {name} must be a positive int, got {value!r}")
+        check_int("wait_committed: index", index, minimum=1)
+        check_int("wait_committed: term", term, minimum=1)
         if self._killed:
             raise trio.ClosedResourceError("the peer was killed")
         waiter = _Waiter(index, term)
@@ -300,7 +301,11 @@ class Raft:
             for waiter in waiters:
                 waiter.done.set()
         self._waiters.clear()
-        self._storage.close()  # what was written is complete; nothing more is
+        if self._failure is None:
+            self._storage.close()  # what was written is complete; nothing more is
+        else:
+            with contextlib.suppress(StorageError, OSError):
+                self._storage.close()
 
     def killed(self) -> bool:
         return self._killed
@@ -331,6 +336,8 @@ class Raft:
                 for peer in range(len(self._peers)):
                     if peer != self.me:
                         nursery.start_soon(self._replicator, peer)
+        if self._failure is not None:
+            raise self._failure  # from the peer's own task, into the caller's nursery
 
     async def _election_timer(self) -> None:
         while True:
@@ -365,7 +372,11 @@ class Raft:
                 return
             ready = self._syncing
             if ready is not None:
-                await trio.to_thread.run_sync(self._storage.sync)
+                try:
+                    await trio.to_thread.run_sync(self._storage.sync)
+                except StorageError as error:
+                    self._storage_failed(error)
+                    return
                 if self._killed:
                     return  # kill() completed the sync; nothing is sent or applied
                 self._syncing = None
@@ -586,8 +597,8 @@ class Raft:
         else an awaitable the transport waits on (Figure 2: stable storage before
         responding)."""
         self._after_step()
-        if box.reply is not None:
-            return box.reply
+        if box.reply is not None or self._killed:
+            return box.reply  # (a peer whose storage failed just now replies nothing)
         box.done = trio.Event()
         self._pending_replies.add(box)
         return box.wait()
@@ -624,15 +635,27 @@ class Raft:
         while node.has_ready():
             ready = node.ready()
             if ready.has_writes:
-                storage.write(ready)
-                if ready.must_sync:
-                    self._trace_persist()
-                    if self._offload:
-                        self._syncing = ready  # the writer task syncs it in a thread
-                        self._writer_wake.set()
-                        return
-                    storage.sync()
+                try:
+                    storage.write(ready)
+                    if ready.must_sync:
+                        self._trace_persist()
+                        if self._offload:
+                            self._syncing = ready  # the writer task syncs it in a thread
+                            self._writer_wake.set()
+                            return
+                        storage.sync()
+                except StorageError as error:
+                    self._storage_failed(error)
+                    return
             self._carry_out(ready)
+
+    def _storage_failed(self, error: StorageError) -> None:
+        """Storage could not make state durable: nothing that depends on it may
+        leave, so the peer stops (as if killed) and ``make``'s nursery gets the
+        error from the peer's own task, never from whichever task was driving."""
+        log.critical("peer %d: storage failed, the peer stops: %s", self.me, error)
+        self._failure = error
+        self.kill()
 
     def _carry_out(self, ready: Ready) -> None:
         """Send a durable Ready's messages, advance the node, queue its entries."""
@@ -755,7 +778,9 @@ def make(
     :class:`~trioraft.FilePersister`) or a :class:`~trioraft.DiskStorage`; the
     state saved in it is restored.  Every argument is checked before anything
     starts (``TypeError``/``ValueError`` naming the argument); a corrupt saved
-    state raises :class:`CorruptStateError`.
+    state raises :class:`CorruptStateError`.  If storage later fails to make
+    state durable, the peer stops (logged at CRITICAL) and the
+    :class:`~trioraft.StorageError` is raised in ``nursery``.
     """
     check_make_arguments(peers, me, persister, apply_ch, nursery, config)
     storage = PersisterStorage(persister) if isinstance(persister, Persister) else persister

@@ -1,0 +1,113 @@
+"""Peers on DiskStorage: restarts from the directory, and a storage that fails.
+
+The ported 6.824 tests run on DiskStorage too with ``pytest --storage disk``
+(CI runs the 2C and 2D tests that way); these are the cases they do not cover.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+import trioraft
+from trioraft.sim.harness import open_cluster
+
+
+async def test_acknowledged_entries_survive_restarts_from_disk(seed: int, tmp_path: Path) -> None:
+    async with open_cluster(3, seed=seed, storage_dir=tmp_path) as cfg:
+        for k in range(5):
+            await cfg.one(k, 3, True)
+        for i in range(3):
+            cfg.crash1(i)
+        for i in range(3):
+            cfg.start1(i)
+            cfg.connect(i)
+        assert await cfg.one("after", 3, True) == 6
+        for i in range(3):
+            assert [cfg.logs[i][k + 1] for k in range(5)] == list(range(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["server-0", "server-1", "server-2"]
+    for i in range(3):
+        names = os.listdir(tmp_path / f"server-{i}")
+        assert "hardstate" in names and any(n.endswith(".seg") for n in names)
+
+
+async def test_a_failing_disk_stops_only_its_peer_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each peer in a nursery of its own, as separate processes would be: the one
+    whose disk refuses stops and its nursery gets the StorageError; it
+    acknowledged nothing it could not save; the other two go on committing."""
+    failing: set[int] = set()
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        if fd in failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    n = 3
+    rafts: list[trioraft.Raft] = []
+    storages: list[trioraft.DiskStorage] = []
+    applied: list[list[object]] = [[] for _ in range(n)]
+    errors: dict[int, BaseException] = {}
+
+    async with trioraft.sim.open_network(seed=1) as net, trio.open_nursery() as outer:
+
+        async def run_peer(i: int, task_status: trio.TaskStatus[None]) -> None:
+            ends = []
+            for j in range(n):
+                ends.append(net.make_end(f"{i}->{j}"))
+                net.connect(f"{i}->{j}", str(j))
+                net.enable(f"{i}->{j}", True)
+            send, receive = trio.open_memory_channel[trioraft.ApplyMsg](100)
+            storages.append(trioraft.DiskStorage(tmp_path / f"peer-{i}", create=True))
+            try:
+                async with trio.open_nursery() as own:
+                    rafts.append(trioraft.make(ends, i, storages[i], send, nursery=own))
+                    net.add_server(str(i), rafts[i])
+                    own.start_soon(consume, receive, i)
+                    task_status.started()
+            except* trioraft.StorageError as group:  # (trio groups a nursery's errors)
+                errors[i] = group.exceptions[0]
+
+        async def consume(receive: trio.MemoryReceiveChannel[trioraft.ApplyMsg], i: int) -> None:
+            async for m in receive:
+                applied[i].append(m.command)
+                if rafts[i].killed():
+                    return
+
+        for i in range(n):
+            await outer.start(run_peer, i)
+        with trio.fail_after(10):
+            while not any(rf.get_state()[1] for rf in rafts):
+                await trio.sleep(0.05)
+        leader = next(i for i, rf in enumerate(rafts) if rf.get_state()[1])
+        victim = (leader + 1) % n
+        storage = storages[victim]
+        failing.update(s.fd for s in storage._segments if s.fd is not None)
+        failing.add(storage._hard_state_fd)
+        with caplog.at_level("CRITICAL", logger="trioraft"):
+            for k in range(3):
+                index, term, ok = rafts[leader].start(k)
+                assert ok
+                with trio.fail_after(5):
+                    assert await rafts[leader].wait_committed(index, term)
+            with trio.fail_after(5):
+                while victim not in errors:
+                    await trio.sleep(0.05)
+        assert rafts[victim].killed()
+        assert "No space left on device" in str(errors[victim])
+        assert f"peer {victim}: storage failed, the peer stops" in caplog.text
+        assert applied[victim] == [], "it applied nothing it could not save"
+        assert set(errors) == {victim}, "the other peers are unharmed"
+        with trio.fail_after(5):
+            while any(len(applied[i]) < 3 for i in range(n) if i != victim):
+                await trio.sleep(0.05)
+        for rf in rafts:
+            rf.kill()
+        outer.cancel_scope.cancel()
