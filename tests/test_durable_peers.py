@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,28 @@ async def test_a_failing_disk_stops_only_its_peer_and_says_why(
         for rf in rafts:
             rf.kill()
         outer.cancel_scope.cancel()
+
+
+async def test_in_virtual_time_the_clock_stands_still_while_the_disk_works(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under MockClock a task waiting on a worker thread looks blocked, and the
+    clock would jump past election timeouts while the disk works: in virtual
+    time every sync runs inline, on trio's thread, and takes no virtual time."""
+    real_sync = trioraft.DiskStorage.sync
+    seen: list[tuple[float, float]] = []
+
+    def slow_sync(self: trioraft.DiskStorage) -> None:
+        before = trio.current_time()  # raises in a worker thread: no trio run there
+        time.sleep(0.002)  # a slow disk, in wall time  # wall-clock ok
+        real_sync(self)
+        seen.append((before, trio.current_time()))
+
+    monkeypatch.setattr(trioraft.DiskStorage, "sync", slow_sync)
+    async with open_cluster(3, seed=seed, storage_dir=tmp_path) as cfg:
+        for k in range(20):
+            await cfg.one(k, 3, False)
+        terms = {rf.get_state()[0] for rf in cfg.rafts if rf is not None}
+    assert len(seen) > 20
+    assert all(before == after for before, after in seen)
+    assert len(terms) == 1, "no election while the disk worked"
