@@ -149,28 +149,6 @@ class _NoEnd:
 
 
 @pytest.mark.persister_only
-async def test_a_stale_snapshot_is_ignored_with_a_warning_and_a_future_one_raises(
-    seed: int, caplog: pytest.LogCaptureFixture
-) -> None:
-    async with open_cluster(3, seed=seed) as cfg:
-        for k in range(5):
-            await cfg.one(k, 3, False)
-        leader = await cfg.check_one_leader()
-        rf = cfg.rafts[leader]
-        assert rf is not None
-        rf.snapshot(3, b"up-to-3")
-        before = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
-        with pytest.raises(ValueError, match="past the last entry delivered on apply_ch"):
-            rf.snapshot(99, b"from the future")
-        with caplog.at_level("WARNING", logger="trioraft"):
-            rf.snapshot(2, b"older than the log start")
-        assert "not past the current snapshot" in caplog.text
-        after = (cfg.saved[leader].read_raft_state(), cfg.saved[leader].read_snapshot())
-        assert after == before and before[1] == b"up-to-3"
-        assert await cfg.one(99, 3, False) == 6
-
-
-@pytest.mark.persister_only
 async def test_a_peer_with_an_empty_snapshot_restarts(seed: int) -> None:
     """A service state of zero bytes is a snapshot like any other: saved, restored."""
     async with open_cluster(3, seed=seed) as cfg:

@@ -530,12 +530,8 @@ class DiskStorage:
             os.fdatasync(self._hard_state_fd)
             self._hard_state_dirty = False
         for segment in self._segments:
-            if segment.dirty:
-                os.fdatasync(segment.open_fd())
-                segment.dirty = False
-        if self._dir_dirty:
-            os.fsync(self._dir_fd)
-            self._dir_dirty = False
+            self._sync_segment(segment)
+        self._sync_directory()
         # Only now is the newest snapshot durable: what it replaces can go.
         self._delete_obsolete()
         self._live_bytes = self._count_live_bytes()
@@ -685,13 +681,21 @@ class DiskStorage:
         return segment
 
     def _seal(self, segment: _Segment) -> None:
+        self._sync_segment(segment)
+        self._sync_directory()
+        segment.close_fd()
+
+    @staticmethod
+    def _sync_segment(segment: _Segment) -> None:
         if segment.dirty:
             os.fdatasync(segment.open_fd())
             segment.dirty = False
+
+    def _sync_directory(self) -> None:
+        """Make the names created, renamed or deleted since the last time durable."""
         if self._dir_dirty:
             os.fsync(self._dir_fd)
             self._dir_dirty = False
-        segment.close_fd()
 
     def _count_live_bytes(self) -> int:
         total = 0
