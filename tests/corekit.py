@@ -153,6 +153,7 @@ class Driven:
         while self.node.has_ready():
             ready = self.node.ready()
             out.readies.append(ready)
+            self._check_sync(ready)
             self.disk.write(ready)
             for message in ready.messages:
                 self._check_message(message.message, message.reply_to)
@@ -183,6 +184,18 @@ class Driven:
                 "a snapshot sent before it was durable"
             )
         return message
+
+    def _check_sync(self, ready: Ready) -> None:
+        """A Ready the shell need not fsync changes nothing but the commit index:
+        entries, a snapshot, a term or a vote must be fsynced before what they allow."""
+        if ready.must_sync:
+            return
+        assert ready.entries_from is None and ready.snapshot is None, "entries not synced"
+        hard = ready.hard_state
+        if hard is not None:
+            assert (hard.term, hard.voted_for) == (self.disk.term, self.disk.voted_for), (
+                "a new term or vote that would not be synced"
+            )
 
     def _check_message(self, message: Any, request: Any) -> None:
         disk = self.disk

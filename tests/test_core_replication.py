@@ -57,6 +57,36 @@ def test_a_leader_counts_itself_only_for_durable_entries() -> None:
     assert a.commit_index == 1 and applied == [(1, "x")]
 
 
+def test_a_lone_leaders_noop_commits_only_once_durable() -> None:
+    a = make_node(0, 1, noop=True)
+    a.node.election_timeout()  # a lone candidate leads at once and appends its no-op
+    assert a.is_leader and a.log.last_index == 1
+    assert a.commit_index == 0, "the no-op is not durable yet"
+    a.settle()
+    assert a.commit_index == 1
+
+
+def test_a_cut_while_a_ready_is_outstanding_is_not_counted_durable() -> None:
+    b = node(1, 3, term=1, terms=[1] * 5)
+    heartbeat = AppendEntriesArgs(2, 0, 5, 1, (), 0)
+    b.node.handle_append_entries(heartbeat, heartbeat)
+    ready = b.node.ready()  # being synced
+    b.disk.write(ready)
+    conflict = AppendEntriesArgs(2, 0, 2, 1, (entry(2, "new"),), 0)
+    b.node.handle_append_entries(conflict, conflict)
+    assert b.node.stable_last_index == 2, "entries 3-5 left the log; the new 3 is not durable"
+    b.node.advance(ready)
+    assert b.node.stable_last_index == 2, "the Ready wrote up to 5, but 3-5 were cut since"
+    b.settle()
+    assert b.node.stable_last_index == 3
+
+
+def test_a_followers_commit_reaches_storage() -> None:
+    b = node(1, 3, term=1, terms=[1] * 3)
+    b.answer(AppendEntriesArgs(1, 0, 3, 1, (), 2))
+    assert b.commit_index == 2 and b.disk.commit == 2
+
+
 def test_consistency_check_refuses_a_gap_and_hints_the_log_length() -> None:
     b = node(1, 3, term=2, terms=[1])
     reply = b.answer(AppendEntriesArgs(2, 0, 5, 2, (entry(2),), 0))

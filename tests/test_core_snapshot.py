@@ -125,6 +125,18 @@ def test_a_leader_sends_only_a_durable_snapshot() -> None:
     assert isinstance(chunk, InstallSnapshotArgs) and chunk.last_included_index == 4
 
 
+def test_a_snapshot_becoming_durable_wakes_replication() -> None:
+    a = node(0, 3, term=1, terms=(1,) * 6)
+    a.node.commit_index = a.node.last_applied = 6
+    elect(a)
+    a.take_signals()
+    a.snapshot(4, b"four")
+    a.next_index[1] = 2
+    assert a.send(1) is None
+    a.settle()
+    assert a.take_signals()[1], "the follower waiting for this snapshot is woken"
+
+
 def test_a_snapshot_past_what_the_service_was_given_is_refused() -> None:
     """§7: the service snapshots what it applied.  A follower holds an installed
     snapshot (5) not yet handed to the service and a committed entry 6: a service

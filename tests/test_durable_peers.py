@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
 import trioraft
+from trioraft.core.messages import AppendEntriesArgs, AppendEntriesReply, Entry, RequestVoteArgs
 from trioraft.sim.harness import open_cluster
+from trioraft.storage.persister import PersisterStorage
 
 
 async def test_acknowledged_entries_survive_restarts_from_disk(seed: int, tmp_path: Path) -> None:
@@ -137,3 +141,106 @@ async def test_in_virtual_time_the_clock_stands_still_while_the_disk_works(
     assert len(seen) > 20
     assert all(before == after for before, after in seen)
     assert len(terms) == 1, "no election while the disk worked"
+
+
+async def test_kill_closes_its_disk_storage_completing_what_was_written(tmp_path: Path) -> None:
+    storage = trioraft.DiskStorage(tmp_path / "p", create=True)
+    send, _ = trio.open_memory_channel[trioraft.ApplyMsg](10)
+    async with trio.open_nursery() as nursery:
+        rf = trioraft.make([_Nowhere()], 0, storage, send, nursery=nursery)
+        await trio.sleep(2)  # a lone peer elects itself
+        index, term, ok = rf.start("x")
+        assert ok and await rf.wait_committed(index, term)
+        rf.kill()
+    again = trioraft.DiskStorage(tmp_path / "p")  # the killed peer released the directory
+    restored = again.restore()
+    assert restored.hard_state.term == term and len(restored.entries) == 1
+    assert restored.hard_state.commit == index, "the commit-only write was completed too"
+    again.close()
+
+
+# ------------------------------------------------------------ a sync in a worker thread
+#
+# On the real clock a DiskStorage syncs in a worker thread; virtual time never
+# takes that path.  These tests run on the real clock (their own trio.run) with a
+# storage whose thread sync waits until the test opens a gate.
+
+
+class _GatedStorage(PersisterStorage):
+    """A Persister that syncs in a worker thread, when the test lets it."""
+
+    sync_in_thread = True
+
+    def __init__(self) -> None:
+        super().__init__(trioraft.Persister())
+        self.gate = threading.Event()
+        self.syncs = 0
+
+    def sync(self) -> None:
+        assert self.gate.wait(10), "the test never opened the gate"
+        self.syncs += 1
+
+
+class _Nowhere:
+    async def call(self, method: str, args: object) -> object | None:
+        await trio.sleep_forever()
+
+
+def test_a_reply_waits_for_the_sync_in_the_worker_thread() -> None:
+    async def main() -> None:
+        storage = _GatedStorage()
+        send, _ = trio.open_memory_channel[trioraft.ApplyMsg](10)
+        command = msgspec.Raw(msgspec.msgpack.encode("x"))
+        args = AppendEntriesArgs(1, 0, 0, 0, (Entry(1, command),), 0)
+        replies: list[object] = []
+        async with trio.open_nursery() as nursery:
+            rf = trioraft.make(
+                [_Nowhere(), _Nowhere(), _Nowhere()], 1, storage, send, nursery=nursery
+            )
+            await trio.sleep(0)
+
+            async def call() -> None:
+                replies.append(await rf.rpc_handlers()["Raft.AppendEntries"].invoke(args))
+
+            nursery.start_soon(call)
+            await trio.sleep(0.05)
+            assert replies == [], "no acknowledgement before the entry is synced"
+            storage.gate.set()
+            with trio.fail_after(5):
+                while not replies:
+                    await trio.sleep(0.01)
+            assert isinstance(replies[0], AppendEntriesReply) and replies[0].success
+            assert storage.syncs >= 1
+            rf.kill()
+
+    trio.run(main)  # the real clock, on purpose
+
+
+def test_a_candidate_that_moved_on_sends_none_of_its_old_vote_requests() -> None:
+    async def main() -> None:
+        storage = _GatedStorage()
+        send, _ = trio.open_memory_channel[trioraft.ApplyMsg](10)
+        sent: list[tuple[int, int]] = []  # (request's term, sender's term when sent)
+        rafts: list[trioraft.Raft] = []
+
+        class Recording:
+            async def call(self, method: str, args: object) -> object | None:
+                assert isinstance(args, RequestVoteArgs)
+                sent.append((args.term, rafts[0].get_state()[0]))
+                await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            ends = [_Nowhere(), Recording(), Recording()]
+            rafts.append(trioraft.make(ends, 0, storage, send, nursery=nursery))
+            with trio.fail_after(10):
+                while rafts[0].get_state()[0] < 2:  # a second election while the first syncs
+                    await trio.sleep(0.01)
+            storage.gate.set()
+            with trio.fail_after(10):
+                while not sent:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.05)
+            assert all(request == now for request, now in sent), sent
+            rafts[0].kill()
+
+    trio.run(main)  # the real clock, on purpose

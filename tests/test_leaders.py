@@ -145,7 +145,7 @@ async def test_wait_committed_raises_when_the_peer_is_killed(seed: int) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(kill_soon)
-            with pytest.raises(trio.ClosedResourceError):
+            with pytest.raises(trio.ClosedResourceError), trio.fail_after(5):
                 await rf.wait_committed(index, term)
         with pytest.raises(trio.ClosedResourceError):
             await rf.wait_committed(index, term)
@@ -164,6 +164,32 @@ async def test_wait_committed_checks_its_arguments(seed: int) -> None:
         ]:
             with pytest.raises(error, match="wait_committed"):
                 await rf.wait_committed(*bad)  # type: ignore[arg-type]
+
+
+async def test_wait_committed_on_an_entry_in_the_snapshot_cannot_tell(seed: int) -> None:
+    """Asked after the entry went into this peer's snapshot, it cannot compare terms:
+    it says so (LookupError) rather than guess (a False would invite a retry of a
+    command that did commit)."""
+    async with open_cluster(3, seed=seed) as cfg:
+        leader = await cfg.check_one_leader()
+        rf = cfg.rafts[leader]
+        assert rf is not None
+        index, term, ok = rf.start("x")
+        assert ok
+        assert await cfg.one("y", 3, False) == index + 1
+        rf.snapshot(index + 1, b"state")
+        with pytest.raises(LookupError, match=f"entry {index} went into a snapshot"):
+            await rf.wait_committed(index, term)
+
+
+async def test_a_snapshot_may_fold_in_a_noop_the_service_never_saw(seed: int) -> None:
+    async with open_cluster(3, seed=seed, raft_config=WITH_NOOP) as cfg:
+        leader = await cfg.check_one_leader()
+        await trio.sleep(0.5)  # the no-op (index 1) is committed and applied everywhere
+        rf = cfg.rafts[leader]
+        assert rf is not None and rf.node.last_applied == 1
+        rf.snapshot(1, b"empty")  # delivered as far as the service is concerned
+        assert rf.node.log.snapshot_index == 1
 
 
 class _NoEnd:

@@ -8,6 +8,7 @@ write is simulated by cutting the newest segment inside what the last sync added
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -825,3 +826,116 @@ def test_random_operations_recover_what_was_made_durable(data: st.DataObject) ->
             event(f"segments at the end: {min(len(segments(harness.directory)), 3)}")
         finally:
             harness.storage.close()
+
+
+# ---------------------------------------------------------------- fsync order
+#
+# A crash of the process keeps every byte written, so the tests above cannot
+# see in which order things reached the disk; a power failure keeps only what
+# was fsynced.  These record the file operations and check each ordering the
+# module docstring promises.
+
+Operations = list[tuple[str, str]]
+
+
+@pytest.fixture
+def operations(monkeypatch: pytest.MonkeyPatch) -> Operations:
+    """(operation, file name) for every open-with-create, write, sync, cut and rename."""
+    done: Operations = []
+    names: dict[int, str] = {}
+    real = {name: getattr(os, name) for name in ("open", "pwrite", "fdatasync", "fsync")}
+    real_ftruncate, real_replace = os.ftruncate, os.replace
+
+    def open_(path: str, flags: int, *args: int) -> int:
+        fd: int = real["open"](path, flags, *args)
+        base = os.path.basename(path)
+        names[fd] = "DIR" if flags & os.O_DIRECTORY else base.removesuffix(".tmp")
+        if flags & os.O_CREAT:
+            done.append(("create", base))
+        return fd
+
+    def logged(operation: str, function: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(fd: int, *args: object) -> object:
+            done.append((operation, names.get(fd, "?")))
+            return function(fd, *args)
+
+        return wrapper
+
+    def replace(source: str, target: str) -> None:
+        done.append(("rename", os.path.basename(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "pwrite", logged("write", real["pwrite"]))
+    monkeypatch.setattr(os, "fdatasync", logged("sync", real["fdatasync"]))
+    monkeypatch.setattr(os, "fsync", logged("sync", real["fsync"]))
+    monkeypatch.setattr(os, "ftruncate", logged("cut", real_ftruncate))
+    monkeypatch.setattr(os, "replace", replace)
+    return done
+
+
+def _first(done: Operations, start: int, wanted: Callable[[tuple[str, str]], bool]) -> int:
+    return next(k for k in range(start, len(done)) if wanted(done[k]))
+
+
+def _commands(term: int, count: int, size: int = 10) -> list[Entry]:
+    return [Entry(term, msgspec.Raw(msgspec.msgpack.encode(b"x" * size))) for _ in range(count)]
+
+
+def test_a_new_term_is_durable_before_its_entries(tmp_path: Path, operations: Operations) -> None:
+    storage = DiskStorage(tmp_path / "d", create=True)
+    storage.write(Ready(HardState(1, 0, 0), None, 1, _commands(1, 3), must_sync=True))
+    storage.sync()
+    operations.clear()
+    storage.write(Ready(HardState(2, 1, 0), None, 4, _commands(2, 2), must_sync=True))
+    storage.sync()
+    hard = _first(operations, 0, lambda op: op == ("write", "hardstate"))
+    log = _first(operations, 0, lambda op: op[0] == "write" and op[1].startswith("log-"))
+    assert ("sync", "hardstate") in operations[hard:log], operations
+    storage.close()
+
+
+def test_a_cut_is_durable_before_records_are_written_over_it(
+    tmp_path: Path, operations: Operations
+) -> None:
+    storage = DiskStorage(tmp_path / "d", create=True)
+    storage.write(Ready(HardState(1, 0, 0), None, 1, _commands(1, 5), must_sync=True))
+    storage.sync()
+    operations.clear()
+    storage.write(Ready(None, None, 3, _commands(1, 1, 99), must_sync=True))
+    storage.sync()
+    cut = _first(operations, 0, lambda op: op[0] == "cut")
+    segment = operations[cut][1]
+    rewrite = _first(operations, cut, lambda op: op == ("write", segment))
+    assert ("sync", segment) in operations[cut:rewrite], operations
+    storage.close()
+
+
+def test_a_segment_is_durable_before_the_next_is_created(
+    tmp_path: Path, operations: Operations
+) -> None:
+    storage = DiskStorage(tmp_path / "d", create=True, segment_bytes=4096)
+    storage.write(Ready(HardState(1, 0, 0), None, 1, _commands(1, 200, 50), must_sync=True))
+    storage.sync()
+    created = [k for k, op in enumerate(operations) if op[0] == "create" and "log-" in op[1]]
+    assert len(created) >= 2
+    for a, b in itertools.pairwise(created):
+        old = operations[a][1]
+        last_write = max(k for k in range(a, b) if operations[k] == ("write", old))
+        assert ("sync", old) in operations[last_write:b], operations[a : b + 1]
+        assert ("sync", "DIR") in operations[last_write:b], operations[a : b + 1]
+    storage.close()
+
+
+def test_a_snapshot_is_durable_before_entries_after_its_gap(
+    tmp_path: Path, operations: Operations
+) -> None:
+    storage = DiskStorage(tmp_path / "d", create=True)
+    operations.clear()
+    snapshot = Snapshot(10, 2, b"snap")
+    storage.write(Ready(HardState(2, 0, 10), snapshot, 11, _commands(2, 2), must_sync=True))
+    storage.sync()
+    renamed = _first(operations, 0, lambda op: op[0] == "rename" and op[1].endswith(".snap"))
+    created = _first(operations, renamed, lambda op: op[0] == "create" and "log-" in op[1])
+    assert ("sync", "DIR") in operations[renamed:created], operations
+    storage.close()

@@ -380,6 +380,7 @@ class Raft:
                 if self._killed:
                     return  # kill() completed the sync; nothing is sent or applied
                 self._syncing = None
+                self._trace_synced()
                 self._carry_out(ready)
             self._after_step()
 
@@ -638,12 +639,15 @@ class Raft:
                 try:
                     storage.write(ready)
                     if ready.must_sync:
-                        self._trace_persist()
                         if self._offload:
-                            self._syncing = ready  # the writer task syncs it in a thread
+                            # Staged: a crash of this process keeps it (kill()
+                            # completes it); durable once the writer's sync is done.
+                            self._trace_persist(staged=True)
+                            self._syncing = ready
                             self._writer_wake.set()
                             return
                         storage.sync()
+                        self._trace_persist()
                 except StorageError as error:
                     self._storage_failed(error)
                     return
@@ -727,9 +731,16 @@ class Raft:
             for event in self._node.take_trace():
                 self._tracer.event(self.me, event.name, event.state, **_digested(event.fields))
 
-    def _trace_persist(self) -> None:
+    def _trace_persist(self, *, staged: bool = False) -> None:
         if self._tracer is not None:
-            self._tracer.event(self.me, "persist", self._node.trace_state())
+            if staged:
+                self._tracer.event(self.me, "persist", self._node.trace_state(), staged=True)
+            else:
+                self._tracer.event(self.me, "persist", self._node.trace_state())
+
+    def _trace_synced(self) -> None:
+        if self._tracer is not None:
+            self._tracer.event(self.me, "synced", self._node.trace_state())
 
     def _trace_reply(self, box: _ReplyBox, reply: object, receiver: int) -> None:
         if self._tracer is not None:

@@ -141,6 +141,7 @@ FOLLOW_UPS = frozenset(
         "commit",
         "install_snapshot",
         "persist",
+        "synced",
         "noop",
     }
 )
@@ -415,7 +416,11 @@ class _Replay:
         self.pending: dict[int, _PendingReply] = {}
         self.steps = 0  # steps replayed so far
         self.changed_at = [0] * nodes  # per node: the last step that changed what it saves
-        self.saved_at = [0] * nodes  # per node: the step of its last persist
+        # What a node made durable (synced): what its messages may depend on.  A
+        # persist of a storage that syncs in a worker thread ("staged") is
+        # durable only at the node's next `synced`; any other persist at once.
+        self.synced: list[_Durable] = [_FRESH] * nodes
+        self.synced_at = [0] * nodes  # per node: the step of its last sync
         self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
         self.reign: list[Server | None] = [None] * nodes  # last self as leader
         self.entries: dict[tuple[int, str], Entry] = {}  # interned entries
@@ -431,6 +436,7 @@ class _Replay:
             "drop": self._drop,
             "send": self._send,
             "persist": self._lone,
+            "synced": self._lone,
         }
 
     # ------------------------------------------------------------ steps
@@ -484,7 +490,9 @@ class _Replay:
             name = e["event"]
             i = e["node"]
             if name == "persist":
-                self._save(i)
+                self._save(i, staged=bool(e.get("staged")))
+            elif name == "synced":
+                self._synced(i)
             elif name == "send":
                 if e["id"] in self.pending:
                     self._send_deferred_reply(e)  # released after a later sync
@@ -645,6 +653,7 @@ class _Replay:
         """Restart: only what the node saved survives, and its state machine is
         restored from its saved snapshot (which must hold only committed entries)."""
         self._forget_pending(i)
+        self.synced[i] = self.saved[i]  # a restart reads it back from storage
         s = self.state.servers[i]
         saved = self.saved[i]
         durable = (saved.term, saved.voted_for, saved.log, saved.snapshot_index)
@@ -673,16 +682,28 @@ class _Replay:
         self.assembly[i] = None
         self.installing[i] = None
 
-    def _save(self, i: int) -> None:
-        self.saved_at[i] = self.steps
+    def _save(self, i: int, *, staged: bool) -> None:
+        """A persist: what a crash keeps (a killed peer completes a staged write);
+        durable at once unless staged."""
         s = self.state.servers[i]
         index = s.snapshot_index
         term = snapshot_term(s)
         self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
         self.saved_snapshot[i] = self.held[i].get(index)
+        if not staged:
+            self._synced(i)
+
+    def _synced(self, i: int) -> None:
+        """What the node saved is durable: messages that depend on it may leave."""
+        self.synced[i] = self.saved[i]
+        self.synced_at[i] = self.steps
 
     def _lone(self, events: Sequence[Event], start: int, end: int) -> str:
-        self._save(events[start]["node"])
+        e = events[start]
+        if e["event"] == "synced":
+            self._synced(e["node"])
+        else:
+            self._save(e["node"], staged=bool(e.get("staged")))
         self._follow_ups(events, start, end)
         return "Persist"
 
@@ -999,7 +1020,7 @@ class _Replay:
         if msg["candidate_id"] != i:
             raise _Broken("Send", f"candidate_id {i}", f"candidate_id {msg['candidate_id']}")
         sender, _ = self._sender(i, m.term, CANDIDATE)
-        saved = self.saved[i]
+        saved = self.synced[i]
         if saved.term < m.term or (saved.term == m.term and saved.voted_for != i):
             raise _Broken(
                 "Persistence: saved before sending",
@@ -1057,7 +1078,7 @@ class _Replay:
         m = self._append_entries_message(i, msg)
         j = m.dest
         sender = self._leader_as_of(i, j, m.term, m.leader_commit, m.prev_log_index + 1)
-        saved = self.saved[i]
+        saved = self.synced[i]
         end = m.prev_log_index + len(m.entries)
         if saved.term < m.term or saved.log[m.prev_log_index : end] != m.entries:
             raise _Broken(
@@ -1315,7 +1336,7 @@ class _Replay:
         pending = self.pending.pop(e["id"], None)
         if pending is None or pending.reply.source != i:
             raise _Broken("Trace order", "a reply to a request this node handled", msg["type"])
-        if self.saved_at[i] < pending.step:
+        if self.synced_at[i] < pending.step:
             raise _Broken(
                 "Persistence: saved before replying",
                 "a persist of every change the node made until it handled the request",
@@ -1332,14 +1353,14 @@ class _Replay:
         self.replies_sent[e["id"]] = msg
 
     def _send_reply(self, e: Event, reply: Message | None) -> None:
-        """The reply of the step's request: the model's reply, from saved state."""
+        """The reply of the step's request: the model's reply, from durable state."""
         msg = e["msg"]
         i = e["node"]
         if reply is None or msg["type"] not in REPLIES:
             raise _Broken("Trace order", "a reply only to the step's request", msg["type"])
         self._check_reply_fields(msg, reply, self.hint_source)
         s = self.state.servers[i]
-        saved = self.saved[i]
+        saved = self.synced[i]
         if (s.current_term, s.voted_for) != (saved.term, saved.voted_for) or (
             s.log is not saved.log and s.log != saved.log
         ):
