@@ -112,6 +112,7 @@ class Settled:
     requests: list[tuple[int, Any]] = field(default_factory=list)  # (to, RequestVoteArgs)
     replies: dict[int, Any] = field(default_factory=dict)  # id(request) -> reply
     applied: list[tuple[int, Any]] = field(default_factory=list)  # (index, value) / snapshot
+    reads: list[tuple[Any, int | None]] = field(default_factory=list)  # ReadIndex answers
     readies: list[Ready] = field(default_factory=list)
 
 
@@ -163,6 +164,7 @@ class Driven:
                     out.replies[id(message.reply_to)] = message.message
             self._check_applies(ready)
             self.node.advance(ready)
+            out.reads.extend(ready.reads)
             if ready.apply_snapshot is not None:
                 out.applied.append(("snapshot", ready.apply_snapshot))
             for k, entry in enumerate(ready.apply_entries):
@@ -245,11 +247,12 @@ def deliver(leader: Driven, follower: Driven) -> Any:
     """One AppendEntries (or InstallSnapshot chunk) from leader to follower and back."""
     args = leader.send(follower.node.me)
     assert args is not None
+    read_round = leader.node.read_round  # the round the message was built in
     reply = follower.answer(args)
     if isinstance(args, AppendEntriesArgs):
-        leader.node.handle_append_entries_reply(follower.node.me, args, reply)
+        leader.node.handle_append_entries_reply(follower.node.me, args, reply, read_round)
     else:
-        leader.node.handle_install_snapshot_reply(follower.node.me, args, reply)
+        leader.node.handle_install_snapshot_reply(follower.node.me, args, reply, read_round)
     leader.settle()
     return reply
 

@@ -21,7 +21,7 @@ def with_log(me: int, n: int, term: int, terms: list[int]) -> Driven:
 
 def test_a_new_server_is_a_follower_with_an_armed_timer() -> None:
     a = make_node(0)
-    timer, _ = a.take_signals()
+    timer, _, _ = a.take_signals()
     assert a.role is Role.FOLLOWER and a.current_term == 0 and a.voted_for is None
     assert timer is not None and 0.3 <= timer <= 0.6
 
@@ -32,7 +32,7 @@ def test_timeout_starts_an_election() -> None:
     a = with_log(0, 3, 2, [1, 2])
     a.take_signals()
     a.election_timeout()
-    timer, _ = a.take_signals()
+    timer, _, _ = a.take_signals()
     assert a.role is Role.CANDIDATE and a.current_term == 3 and a.voted_for == 0
     assert timer is not None and timer != DISARMED
     ready = a.node.ready()
@@ -57,7 +57,7 @@ def test_a_majority_of_votes_makes_a_leader_and_a_minority_does_not() -> None:
     a.handle_request_vote_reply(2, args, RequestVoteReply(1, True))
     assert a.role is Role.CANDIDATE, "a duplicated vote counts once"
     a.handle_request_vote_reply(3, args, RequestVoteReply(1, True))
-    timer, replicate = a.take_signals()
+    timer, replicate, _ = a.take_signals()
     assert a.role is Role.LEADER and a.leader_id == 0
     assert timer == DISARMED and replicate
     assert a.next_index == [1] * 5 and a.match_index == [0] * 5
@@ -126,7 +126,7 @@ def test_a_higher_term_deposes_a_leader() -> None:
     assert a.is_leader
     a.take_signals()
     a.answer(AppendEntriesArgs(7, 2, 0, 0, (), 0))
-    timer, _ = a.take_signals()
+    timer, _, _ = a.take_signals()
     assert a.role is Role.FOLLOWER and a.current_term == 7 and a.voted_for is None
     assert a.leader_id == 2
     assert timer is not None and timer != DISARMED

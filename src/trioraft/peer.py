@@ -68,6 +68,7 @@ from .core.messages import (
 from .core.node import DISARMED, RaftNode, Role
 from .core.ready import NOOP, Ready, Snapshot
 from .determinism import in_virtual_time
+from .errors import NotLeader
 from .persist import Persister
 from .rpc import ClientEnd, Handler
 from .storage.base import CorruptStateError, Storage, StorageError, check_restored
@@ -217,7 +218,7 @@ class Raft:
             ),
         }
         self._emit_trace()
-        timer, _ = self._node.take_signals()
+        timer, _, _ = self._node.take_signals()
         if timer is not None:
             self._election_deadline = trio.current_time() + timer
 
@@ -269,6 +270,28 @@ class Raft:
                 f"was the one of term {term}"
             )
         return waiter.outcome is True
+
+    async def read_index(self) -> int:
+        """ReadIndex (thesis §6.4): the commit index once this peer has confirmed,
+        with a majority, that it is still the leader.  After ``last_applied`` has
+        reached it, a read of the service's state is linearizable.  Raises
+        :class:`~trioraft.NotLeader` if this peer is not, or stops being, the
+        leader first.  A leader answers only once an entry of its own term is
+        committed (``RaftConfig(noop_on_election=True)`` makes that immediate)."""
+        node = self._node
+        if self._killed or not node.is_leader:
+            await trio.lowlevel.checkpoint()
+            raise NotLeader(None if self._killed else node.leader_id)
+        box = _ReplyBox(None)
+        box.done = trio.Event()
+        self._pending_replies.add(box)  # kill() resolves it with None
+        node.read_index(box)
+        self._after_step()
+        index = await box.wait()
+        self._pending_replies.discard(box)
+        if not isinstance(index, int):
+            raise NotLeader(node.leader_id)
+        return index
 
     def snapshot(self, index: int, snapshot: bytes) -> None:
         """The service has folded every entry up to ``index`` into ``snapshot``.
@@ -416,7 +439,9 @@ class Raft:
         args = self._node.message_for(peer)
         if args is not None:
             assert self._nursery is not None
-            self._nursery.start_soon(self._exchange, peer, args, self._trace_send(peer, args))
+            round_ = self._node.read_round
+            trace_id = self._trace_send(peer, args)
+            self._nursery.start_soon(self._exchange, peer, args, trace_id, round_)
 
     async def _replicator(self, peer: int) -> None:
         wake = self._wake[peer]
@@ -424,7 +449,8 @@ class Raft:
             if self._wants_to_send(peer):
                 args = self._node.message_for(peer)
                 if args is not None:
-                    await self._exchange(peer, args, self._trace_send(peer, args))
+                    round_ = self._node.read_round
+                    await self._exchange(peer, args, self._trace_send(peer, args), round_)
                     if self._wants_to_send(peer):
                         await trio.lowlevel.checkpoint()  # others run between back-to-back sends
                     continue
@@ -443,9 +469,14 @@ class Raft:
         )
 
     async def _exchange(
-        self, peer: int, args: AppendEntriesArgs | InstallSnapshotArgs, message_id: int | None
+        self,
+        peer: int,
+        args: AppendEntriesArgs | InstallSnapshotArgs,
+        message_id: int | None,
+        read_round: int,
     ) -> None:
-        """Send one replication message to ``peer`` and handle its reply."""
+        """Send one replication message to ``peer`` and handle its reply (its answer
+        also confirms, for ReadIndex, that this node led when it was built)."""
         self._inflight[peer] += 1
         self._due[peer] = False
         self._backoff[peer] = False
@@ -455,11 +486,11 @@ class Raft:
             if isinstance(args, AppendEntriesArgs):
                 reply = await self._call(peer, APPEND_ENTRIES, args, message_id)
                 if isinstance(reply, AppendEntriesReply):
-                    node.handle_append_entries_reply(peer, args, reply)
+                    node.handle_append_entries_reply(peer, args, reply, read_round)
             else:
                 reply = await self._call(peer, INSTALL_SNAPSHOT, args, message_id)
                 if isinstance(reply, InstallSnapshotReply):
-                    node.handle_install_snapshot_reply(peer, args, reply)
+                    node.handle_install_snapshot_reply(peer, args, reply, read_round)
         finally:
             self._inflight[peer] -= 1
         if reply is None:
@@ -612,9 +643,13 @@ class Raft:
         self._emit_trace()
         if self._syncing is None and not self._killed:
             self._drive()
-        timer, replicate = node.take_signals()
+        timer, replicate, heartbeat_now = node.take_signals()
         if timer is not None:
             self._set_timer(timer)
+        if heartbeat_now and node.is_leader:
+            for peer in range(len(self._peers)):
+                if peer != self.me:
+                    self._heartbeat(peer)  # a ReadIndex round: every follower, now
         if node.is_leader and self._led_term != node.current_term:
             self._led_term = node.current_term  # just elected: heartbeats to all at once
             n = len(self._peers)
@@ -679,6 +714,8 @@ class Raft:
                 self._pending_replies.discard(box)
         node.advance(ready)
         self._emit_trace()  # advance's own events (applies, a leader's commit)
+        for box, index in ready.reads:
+            box.resolve(index)
         if ready.apply_snapshot is not None:
             self._to_apply.append(ready.apply_snapshot)
             self._apply_wake.set()

@@ -8,13 +8,15 @@ and carries out what it asks for:
 - inputs: ``election_timeout()`` (the timer the node last armed fired),
   ``propose(command)`` (a client's ``start()``; the command already encoded),
   ``handle_*(args, reply_to)`` (an RPC arrived; its reply comes out in a
-  Ready, tagged with ``reply_to``), ``handle_*_reply(peer, args, reply)`` (a
-  reply to an RPC this node sent), ``snapshot(index, data)`` (the service
-  compacted).
+  Ready, tagged with ``reply_to``), ``handle_*_reply(peer, args, reply,
+  read_round)`` (a reply to an RPC this node sent, with the ReadIndex round
+  current when it was built), ``snapshot(index, data)`` (the service
+  compacted), ``read_index(token)`` (a linearizable read, thesis §6.4).
 - local signals, taken after every input with ``take_signals()``: re-arm the
   election timer (a random timeout from the node's own seeded generator) or
-  disarm it (a leader needs none), and "a follower may have something new to
-  receive".  They need nothing durable, so they take effect at once.
+  disarm it (a leader needs none), "a follower may have something new to
+  receive", and "send every follower a heartbeat now" (a ReadIndex round).
+  They need nothing durable, so they take effect at once.
 - everything else comes out as a :class:`~trioraft.core.ready.Ready`
   (``has_ready()``, ``ready()``, ``advance()``): the writes to make durable,
   then the messages and entries they allow (see ``core/ready.py`` for the
@@ -158,6 +160,16 @@ class RaftNode:
         # Local signals (take_signals).
         self._timer: float | None = self._random_timeout()
         self._replicate = False
+        self._heartbeat_now = False
+
+        # ReadIndex (thesis §6.4): reads waiting for their heartbeat round, the
+        # round each follower last answered, whether the newest round still
+        # takes reads (no message built with it yet), and answers to hand out.
+        self._reads: list[tuple[Any, int]] = []
+        self._read_round = 0
+        self._round_open = False
+        self._round_acked = [0] * n
+        self._read_answers: list[tuple[Any, int | None]] = []
 
         self.trace: list[TraceEvent] | None = [] if tracing else None
         if self.trace is not None:
@@ -189,14 +201,21 @@ class RaftNode:
             len(self.snapshot_data),
         )
 
-    def take_signals(self) -> tuple[float | None, bool]:
-        """(election timer, replicate): the timer to re-arm (seconds from now,
-        :data:`DISARMED`, or None to leave it), and whether a follower may have
-        something new to receive.  Both are cleared."""
-        timer, replicate = self._timer, self._replicate
+    def take_signals(self) -> tuple[float | None, bool, bool]:
+        """(election timer, replicate, heartbeat now): the timer to re-arm (seconds
+        from now, :data:`DISARMED`, or None to leave it), whether a follower may
+        have something new to receive, and whether every follower must get a
+        message now (a ReadIndex round).  All are cleared."""
+        signals = self._timer, self._replicate, self._heartbeat_now
         self._timer = None
-        self._replicate = False
-        return timer, replicate
+        self._replicate = self._heartbeat_now = False
+        return signals
+
+    @property
+    def read_round(self) -> int:
+        """The ReadIndex round a message built now belongs to: hand it back with
+        the reply (``handle_*_reply(..., read_round)``)."""
+        return self._read_round
 
     def take_trace(self) -> list[TraceEvent]:
         events = self.trace or []
@@ -222,6 +241,7 @@ class RaftNode:
             or self._unstable_from <= self.log.last_index
             or self._snapshot_to_apply
             or self.last_applied < min(self.commit_index, self.log.last_index)
+            or self._read_answers
         )
 
     def ready(self) -> Ready:
@@ -247,6 +267,7 @@ class RaftNode:
         self._unstable_from = log.last_index + 1
         self._outstanding_last = log.last_index
         ready.messages, self._messages = self._messages, []
+        ready.reads, self._read_answers = self._read_answers, []
         # Entries may be applied once durable: this Ready's own writes are
         # durable before the shell applies anything it carries.
         if self._snapshot_to_apply:
@@ -358,6 +379,7 @@ class RaftNode:
         (the entries it needs were compacted into a snapshot not yet durable)."""
         if self.role is not Role.LEADER:
             raise RuntimeError("only a leader replicates")
+        self._round_open = False  # this message carries the round: later reads need a new one
         log = self.log
         next_index = self.next_index[peer]
         if next_index <= log.snapshot_index:
@@ -442,12 +464,13 @@ class RaftNode:
         return AppendEntriesReply(self.current_term, True)
 
     def handle_append_entries_reply(
-        self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply
+        self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply, read_round: int = 0
     ) -> None:
         """Leaders: update nextIndex and matchIndex for the follower (Figure 2)."""
         self._observe_term(reply.term)
         if self.role is not Role.LEADER or self.current_term != args.term:
             return  # stale: sent in an earlier term
+        self._ack_round(peer, read_round)
         if reply.success:
             match = args.prev_log_index + len(args.entries)
             if match > self.match_index[peer]:
@@ -467,6 +490,58 @@ class RaftNode:
         next_index = max(self.match_index[peer] + 1, min(next_index, args.prev_log_index))
         self.next_index[peer] = next_index
         self._replicate = True
+
+    # ------------------------------------------------------------------ ReadIndex
+
+    def read_index(self, token: Any) -> None:
+        """A linearizable read (ReadIndex, thesis §6.4).  Its answer comes out in a
+        Ready's ``reads``: (token, index) once this leader has committed an entry
+        of its term and a majority answered a message built after the read
+        arrived (so it was still the leader then); the service may then read its
+        state once it has applied ``index``.  (token, None) if this node is not,
+        or stops being, the leader first.  Reads waiting at the same moment share
+        one heartbeat round."""
+        if self.role is not Role.LEADER:
+            self._read_answers.append((token, None))
+            return
+        if not self._round_open:
+            self._read_round += 1
+            self._round_open = True
+            self._heartbeat_now = True
+        self._reads.append((token, self._read_round))
+        self._answer_reads()  # a lone server is its own majority
+
+    def _ack_round(self, peer: int, read_round: int) -> None:
+        """A follower answered, in this term, a message of round ``read_round``."""
+        if read_round > self._round_acked[peer]:
+            self._round_acked[peer] = read_round
+            self._answer_reads()
+
+    def _answer_reads(self) -> None:
+        if not self._reads:
+            return
+        # §6.4 step 1: the leader has committed an entry of its own term, so its
+        # commitIndex is at least that of any earlier leader.
+        if self.log.term_at(self.commit_index) != self.current_term:
+            return
+        acked = sorted(
+            (self._round_acked[peer] for peer in range(self.n) if peer != self.me), reverse=True
+        )
+        needed = self.n // 2  # others that must have answered, beside the leader itself
+        confirmed = acked[needed - 1] if needed else self._read_round
+        if self._reads[0][1] > confirmed:
+            return
+        waiting = []
+        for token, read_round in self._reads:
+            if read_round <= confirmed:
+                self._read_answers.append((token, self.commit_index))
+            else:
+                waiting.append((token, read_round))
+        self._reads = waiting
+
+    def _fail_reads(self) -> None:
+        self._read_answers.extend((token, None) for token, _ in self._reads)
+        self._reads = []
 
     # ------------------------------------------------------------------ snapshots
 
@@ -552,11 +627,16 @@ class RaftNode:
         self._note("install_snapshot", index=index, snapshot_term=term, snapshot=data)
 
     def handle_install_snapshot_reply(
-        self, peer: int, args: InstallSnapshotArgs, reply: InstallSnapshotReply
+        self,
+        peer: int,
+        args: InstallSnapshotArgs,
+        reply: InstallSnapshotReply,
+        read_round: int = 0,
     ) -> None:
         self._observe_term(reply.term)
         if self.role is not Role.LEADER or self.current_term != args.term:
             return
+        self._ack_round(peer, read_round)
         total = args.offset + len(args.data)
         if args.done and reply.received >= total:
             self._snapshot_progress.pop(peer, None)
@@ -591,6 +671,7 @@ class RaftNode:
 
     def _become_follower(self) -> None:
         was_leader = self.role is Role.LEADER
+        self._fail_reads()
         if self.role is not Role.FOLLOWER:
             self.role = Role.FOLLOWER
             self._note("become_follower")
@@ -629,6 +710,8 @@ class RaftNode:
         # matchIndex to 0; then send initial empty AppendEntries (heartbeats).
         self.next_index = [self.log.last_index + 1] * self.n
         self.match_index = [0] * self.n
+        self._round_acked = [0] * self.n
+        self._round_open = False
         self._snapshot_progress = {}
         self._timer = DISARMED
         self._messages = [m for m in self._messages if not isinstance(m.message, RequestVoteArgs)]
@@ -663,6 +746,8 @@ class RaftNode:
         self._hard_changed = True
         if note:
             self._note("commit", index=index)
+        if self._reads:
+            self._answer_reads()  # an entry of this term committed: reads may go
 
     def _truncate_after(self, index: int) -> None:
         """Figure 2, AppendEntries rule 3: drop a conflicting suffix (memory and storage)."""

@@ -15,7 +15,7 @@ takes ``ready = node.ready()`` and, in this order:
    received (``reply_to`` is the shell's token for the request's caller);
 3. **acknowledges** with ``node.advance(ready)``;
 4. **applies** ``apply_snapshot`` and then ``apply_entries`` (indexes from
-   ``apply_from``) to the service, in that order.
+   ``apply_from``) to the service, in that order, and answers ``reads``.
 
 Only one Ready is outstanding at a time: ``ready()`` refuses to hand out
 another before ``advance()``.  Everything in a Ready depends only on state
@@ -81,6 +81,9 @@ class Ready:
     apply_snapshot: Snapshot | None = None
     apply_from: int = 0
     apply_entries: list[Entry] = field(default_factory=list)
+    reads: list[tuple[Any, int | None]] = field(default_factory=list)
+    """ReadIndex answers: (token, read index), or (token, None) when this node
+    stopped being the leader before a majority confirmed it (thesis §6.4)."""
 
     @property
     def has_writes(self) -> bool:

@@ -19,6 +19,7 @@ tracer before building any event.
 from __future__ import annotations
 
 import contextvars
+import secrets
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
@@ -50,6 +51,13 @@ STATE_FIELDS = (
 """The node state recorded after every event, in this order (see spec/TRACE.md)."""
 
 
+def incarnation_message_ids() -> int:
+    """A first message id for one incarnation of one node: a random 20-bit prefix
+    above 32 bits of counter, so the ids of every file of a cluster run differ
+    (and stay below 2**53, exact in any JSON reader)."""
+    return (secrets.randbits(20) << 32) + 1
+
+
 class TraceRecorder:
     """Collects the events of one run, in memory and optionally to a file."""
 
@@ -63,7 +71,13 @@ class TraceRecorder:
         keep: bool = True,
         observer: Callable[[int, str, tuple[Any, ...] | None, dict[str, Any]], None] | None = None,
         listener: Callable[[dict[str, Any]], None] | None = None,
+        node: int | None = None,
+        first_message_id: int = 1,
     ) -> None:
+        """``node`` (with ``first_message_id``): a trace of one node of a cluster whose
+        nodes run in separate processes, one file per node incarnation.  Its header
+        names the node; message ids start at ``first_message_id``, which must make
+        them unique across every file of the run (see ``incarnation_message_ids``)."""
         self.nodes = nodes
         self._encoder = msgspec.json.Encoder()
         self._sink = sink
@@ -72,7 +86,7 @@ class TraceRecorder:
         self._listener = listener  # gets every event record as written (not the header)
         self.records: list[dict[str, Any]] = []  # kept in memory (keep=True), header first
         self.events = 0
-        self._message_ids = 0
+        self._message_ids = first_message_id - 1
         header: dict[str, Any] = {
             "format": TRACE_FORMAT,
             "version": TRACE_VERSION,
@@ -80,6 +94,8 @@ class TraceRecorder:
             "seed": seed,
             "state_fields": list(STATE_FIELDS),
         }
+        if node is not None:
+            header["node"] = node
         if meta:
             header["meta"] = meta
         self._header = header
