@@ -11,6 +11,9 @@ harness.
 from . import sim  # trioraft.sim.open_network works after `import trioraft`
 from .core.apply import ApplyMsg
 from .core.config import RaftConfig
+from .errors import NotLeader
+from .net.tls import TLSFiles
+from .node import Node, NodeConfig, NodeStatus, StateMachine, open_node
 from .peer import CorruptStateError, Raft, make
 from .persist import FilePersister, Persister, PersisterFileError
 from .rpc import ClientEnd, Handler, RpcServer
@@ -23,12 +26,19 @@ __all__ = [
     "DiskStorage",
     "FilePersister",
     "Handler",
+    "Node",
+    "NodeConfig",
+    "NodeStatus",
+    "NotLeader",
     "Persister",
     "PersisterFileError",
     "Raft",
     "RaftConfig",
     "RpcServer",
+    "StateMachine",
     "StorageError",
+    "TLSFiles",
     "make",
+    "open_node",
     "sim",
 ]

@@ -14,6 +14,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
+from .certs import add_certs_arguments, run_certs
+from .kv.cli import (
+    add_kv_arguments,
+    add_serve_arguments,
+    add_status_arguments,
+    run_kv,
+    run_serve,
+    run_status,
+)
 from .model import check_cli
 
 EXIT_OK = 0
@@ -118,7 +127,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("traces", nargs="+", metavar="TRACE", help="trace files to check")
     validate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    _add_service_commands(commands)
     return parser
+
+
+def _add_service_commands(commands: Any) -> None:
+    """The deployment's commands: certificates, a key-value node, its client."""
+    certs = commands.add_parser(
+        "certs",
+        help="make a CA and certificates for a cluster (mutual TLS)",
+        description=(
+            "Write ca.pem (and ca.key), node-<i>.pem/.key for every node and client.pem/.key "
+            "into DIR, all signed by a new CA; keys are readable by their owner only."
+        ),
+    )
+    add_certs_arguments(certs)
+    serve = commands.add_parser(
+        "serve",
+        help="run one node of a replicated key-value service",
+        description=(
+            "Run node --id of the cluster --cluster (host:port of every node, in id order; "
+            "peers and clients use the same address), keeping its state in --data, with "
+            "mutual TLS (--certs DIR) or, asked for by name, without (--insecure). Stops on "
+            "SIGINT or SIGTERM."
+        ),
+    )
+    add_serve_arguments(serve)
+    kv = commands.add_parser(
+        "kv",
+        help="one request to the key-value service (or a batch from stdin)",
+        description=(
+            "put KEY VALUE, get KEY (prints the value; exit 1 if absent), del KEY, or batch: "
+            "requests on stdin, one per line, each answered on a line of its own in order "
+            "once acknowledged (OK, the value, NOT_FOUND). Follows the leader and retries "
+            "through leader changes; a request is applied at most once."
+        ),
+    )
+    add_kv_arguments(kv)
+    status = commands.add_parser(
+        "status",
+        help="each node's term, role, leader, commit index and last applied index",
+    )
+    add_status_arguments(status)
 
 
 PROGRESS_MIN_BYTES = 2_000_000
@@ -260,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_cli.run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "certs":
+            return run_certs(args)
+        if args.command == "serve":
+            return run_serve(args)
+        if args.command == "kv":
+            return run_kv(args)
+        if args.command == "status":
+            return run_status(args)
     except KeyboardInterrupt:
         print("trioraft: interrupted", file=sys.stderr)
         return 130

@@ -197,6 +197,7 @@ class Raft:
         self._last_sent = [-math.inf] * n
         self._heartbeat_wake = _Signal()
         self._led_term = -1  # the term in which this peer last became leader
+        self._seen: tuple[Role, int, int | None] = (Role.FOLLOWER, 0, None)  # for the log
         # Storage: the writer task, and the Ready it is syncing (None when idle).
         self._offload = False
         self._writer_wake = _Signal()
@@ -310,6 +311,7 @@ class Raft:
         if problem is not None:
             log.warning("peer %d: %s", self.me, problem)
             return
+        log.info("peer %d: snapshot up to index %d (%d bytes)", self.me, index, len(snapshot))
         self._after_step()
 
     def kill(self) -> None:
@@ -650,6 +652,9 @@ class Raft:
             for peer in range(len(self._peers)):
                 if peer != self.me:
                     self._heartbeat(peer)  # a ReadIndex round: every follower, now
+        seen = (node.role, node.current_term, node.leader_id)
+        if seen != self._seen:
+            self._log_change(seen)
         if node.is_leader and self._led_term != node.current_term:
             self._led_term = node.current_term  # just elected: heartbeats to all at once
             n = len(self._peers)
@@ -663,6 +668,24 @@ class Raft:
                     wake.set()
         if self._waiting and self._waiting[0] <= node.commit_index:
             self._settle_waiters()
+
+    def _log_change(self, seen: tuple[Role, int, int | None]) -> None:
+        """Tell the operator about elections won and lost, step-downs and new leaders
+        (a peer is quiet when nothing changes)."""
+        role, term, leader = seen
+        was_role, was_term, was_leader = self._seen
+        self._seen = seen
+        me = self.me
+        if role is Role.LEADER and was_role is not Role.LEADER:
+            log.info("peer %d: won the election of term %d; leading", me, term)
+        elif was_role is Role.LEADER and role is not Role.LEADER:
+            log.info("peer %d: steps down as leader of term %d (now term %d)", me, was_term, term)
+        elif was_role is Role.CANDIDATE and role is Role.FOLLOWER:
+            log.info("peer %d: lost the election of term %d", me, was_term)
+        elif role is Role.CANDIDATE and (was_role is not Role.CANDIDATE or term != was_term):
+            log.debug("peer %d: election timeout; standing for term %d", me, term)
+        if leader is not None and leader != me and leader != was_leader:
+            log.info("peer %d: following node %d, leader of term %d", me, leader, term)
 
     def _drive(self) -> None:
         """Carry out every Ready the node has: persist, (sync,) send, advance, apply."""
@@ -717,7 +740,14 @@ class Raft:
         for box, index in ready.reads:
             box.resolve(index)
         if ready.apply_snapshot is not None:
-            self._to_apply.append(ready.apply_snapshot)
+            snap = ready.apply_snapshot
+            log.info(
+                "peer %d: installed the leader's snapshot up to index %d (%d bytes)",
+                self.me,
+                snap.index,
+                len(snap.data),
+            )
+            self._to_apply.append(snap)
             self._apply_wake.set()
         if ready.apply_entries:
             self._to_apply.append((ready.apply_from, ready.apply_entries))

@@ -128,6 +128,7 @@ class Link:
         self._pending: dict[int, _Call] = {}
         self._next_id = 0
         self._closed = False
+        self.done = trio.Event()  # set once the connection is gone
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -151,9 +152,12 @@ class Link:
             OSError,
         ) as group:
             exc = group.exceptions[0]
-            log.info("%s: connection lost (%s)", self.label, str(exc) or type(exc).__name__)
+            # a node's link lost is news for the operator; a client's going away is not
+            level = logging.INFO if self.role == NODE else logging.DEBUG
+            log.log(level, "%s: connection lost (%s)", self.label, str(exc) or type(exc).__name__)
         finally:
             self._closed = True
+            self.done.set()
             for call in self._pending.values():
                 call.done.set()  # no response: a lost RPC
             self._pending.clear()

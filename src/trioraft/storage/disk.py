@@ -358,6 +358,7 @@ class DiskStorage:
         *,
         create: bool = False,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: bool = True,
     ) -> None:
         self.path = _check_directory(directory, create)
         if (
@@ -369,6 +370,11 @@ class DiskStorage:
                 f"segment_bytes must be an int >= {MIN_SEGMENT_BYTES}, not {segment_bytes!r}"
             )
         self._segment_bytes = segment_bytes
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be True or False, not {fsync!r}")
+        # False: every write still happens in order, but nothing waits for the
+        # disk; for benchmarks and tests only (a power failure loses data).
+        self._fsync = fsync
 
         # Staging (event-loop side) and I/O (sync side) have a lock each: write()
         # never waits for a sync's fsyncs, close() waits for a running sync.
@@ -401,6 +407,15 @@ class DiskStorage:
         except BaseException:
             self._release()
             raise
+
+    def _flush_fd(self, fd: int) -> None:
+        """fdatasync (fsync for a directory, where fdatasync is not enough on every
+        system) unless the storage was opened with ``fsync=False``."""
+        if self._fsync:
+            if fd == self._dir_fd:
+                os.fsync(fd)
+            else:
+                os.fdatasync(fd)
 
     def __repr__(self) -> str:
         return f"DiskStorage({self.path!r})"
@@ -527,7 +542,7 @@ class DiskStorage:
     def _make_durable(self) -> None:
         """The group commit: one fdatasync per file written, one directory fsync."""
         if self._hard_state_dirty:
-            os.fdatasync(self._hard_state_fd)
+            self._flush_fd(self._hard_state_fd)
             self._hard_state_dirty = False
         for segment in self._segments:
             self._sync_segment(segment)
@@ -547,7 +562,7 @@ class DiskStorage:
         if barrier:
             # A new term is durable before any entry or snapshot of that term: after
             # a power failure the log never holds a term the hard state has not seen.
-            os.fdatasync(self._hard_state_fd)
+            self._flush_fd(self._hard_state_fd)
         else:
             self._hard_state_dirty = True
 
@@ -572,10 +587,10 @@ class DiskStorage:
             segment.end = cut
             # The cut is durable before new records go where the dropped ones were:
             # otherwise a power failure could leave new records followed by old ones.
-            os.fdatasync(fd)
+            self._flush_fd(fd)
             segment.dirty = False
         if deleted:
-            os.fsync(self._dir_fd)  # likewise for the deleted segments' names
+            self._flush_fd(self._dir_fd)  # likewise for the deleted segments' names
             self._dir_dirty = False
 
     def _remove_segment(self, segment: _Segment) -> None:
@@ -602,11 +617,11 @@ class DiskStorage:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_parts(fd, (header, snapshot.data, crc))
-            os.fsync(fd)
+            self._flush_fd(fd)
         finally:
             os.close(fd)
         os.replace(temporary, path)
-        os.fsync(self._dir_fd)
+        self._flush_fd(self._dir_fd)
         if self._snapshot_path is not None and self._snapshot_path != path:
             self._obsolete.append(self._snapshot_path)
         self._snapshot_path = path
@@ -685,16 +700,15 @@ class DiskStorage:
         self._sync_directory()
         segment.close_fd()
 
-    @staticmethod
-    def _sync_segment(segment: _Segment) -> None:
+    def _sync_segment(self, segment: _Segment) -> None:
         if segment.dirty:
-            os.fdatasync(segment.open_fd())
+            self._flush_fd(segment.open_fd())
             segment.dirty = False
 
     def _sync_directory(self) -> None:
         """Make the names created, renamed or deleted since the last time durable."""
         if self._dir_dirty:
-            os.fsync(self._dir_fd)
+            self._flush_fd(self._dir_fd)
             self._dir_dirty = False
 
     def _count_live_bytes(self) -> int:
@@ -754,7 +768,7 @@ class DiskStorage:
             self._hard_state_sequence, self._hard_state = recovered
             self._hard_state_fd = os.open(hard_state_path, os.O_RDWR)
         self._delete_obsolete()  # segments wholly inside the snapshot
-        os.fsync(self._dir_fd)  # the cuts, renames and deletions above are final
+        self._flush_fd(self._dir_fd)  # the cuts, renames and deletions above are final
         self._dir_dirty = False
         self._live_bytes = self._count_live_bytes()
         self._restored = self._restored_state(entries)
@@ -833,7 +847,7 @@ class DiskStorage:
         temporary = path + ".tmp"
         self._hard_state_fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         _pwrite_all(self._hard_state_fd, _encode_hard_state(0, self._hard_state), 0)
-        os.fsync(self._hard_state_fd)
+        self._flush_fd(self._hard_state_fd)
         os.replace(temporary, path)
         self._dir_dirty = True
 
@@ -887,7 +901,7 @@ class DiskStorage:
             return segment
         fd = segment.open_fd()
         os.ftruncate(fd, segment.end)
-        os.fsync(fd)
+        self._flush_fd(fd)
         return segment
 
     def _restored_state(self, entries: list[Entry]) -> Restored:
