@@ -131,7 +131,8 @@ def test_a_new_leader_takes_over_and_the_old_one_catches_up(tmp_path: Path) -> N
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            started = [await nursery.start(run_node, c, m) for c, m in zip(cfgs, machines)]
+            pairs = zip(cfgs, machines, strict=True)
+            started = [await nursery.start(run_node, c, m) for c, m in pairs]
             nodes = [node for node, _ in started]
             leader = await leader_of(nodes)
             assert await leader.propose(1) == 1
