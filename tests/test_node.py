@@ -15,8 +15,8 @@ import pytest
 import trio
 
 import trioraft
-from processes import free_ports
 from trioraft.certs import make_certs
+from trioraft.kv.local import free_ports
 
 
 class Counter:

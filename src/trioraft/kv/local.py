@@ -1,7 +1,9 @@
-"""Clusters of real ``trioraft serve`` processes on 127.0.0.1, for tests and benches.
+"""A local cluster of real ``trioraft serve`` processes on 127.0.0.1.
 
-Every process started is killed when the cluster is closed (``with
-ProcessCluster(...) as cluster``), whatever the test did; every wait is bounded.
+For tests, benches and trying the service out: ``with LocalCluster(directory)
+as cluster: cluster.start_all()`` starts three nodes (certificates made in
+``directory/certs``), and every process it started is killed when the block
+ends, whatever happened inside; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from trioraft.certs import make_certs
+from ..certs import make_certs
 
 HOST = "127.0.0.1"
 
@@ -36,7 +38,7 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-class ProcessCluster:
+class LocalCluster:
     """``n`` nodes of the key-value service, each a ``trioraft serve`` process."""
 
     def __init__(
@@ -58,7 +60,7 @@ class ProcessCluster:
     def security(self) -> list[str]:
         return ["--certs", str(self.directory / "certs")] if self.tls else ["--insecure"]
 
-    def __enter__(self) -> ProcessCluster:
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(
@@ -153,9 +155,9 @@ class ProcessCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = [r for r in self.status() if r["reachable"]]
-            leaders = {r["id"] for r in rows if r["role"] == "leader"}
+            leaders: set[int] = {r["id"] for r in rows if r["role"] == "leader"}
             believed = {r["leader"] for r in rows}
             if len(leaders) == 1 and believed == leaders:
                 return leaders.pop()
             time.sleep(0.2)
-        raise AssertionError(f"no leader within {timeout} s: {self.status()}")
+        raise TimeoutError(f"no leader within {timeout} s: {self.status()}")
