@@ -122,10 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
             "leave the node in the state the model computes, and keep every invariant. "
             "Prints PATH: OK, or the first violation as PATH:LINE: event SEQ at node N: "
             "RULE: expected X, logged Y. Exit status 0 if all are valid, 1 if one violates "
-            "the model, 2 if one is unreadable or malformed."
+            "the model, 2 if one is unreadable or malformed. With --cluster the files are "
+            "the per-node traces of one multi-process run (trioraft serve --trace): they "
+            "are merged into one history, ordered by their messages rather than by clocks."
         ),
     )
     validate.add_argument("traces", nargs="+", metavar="TRACE", help="trace files to check")
+    validate.add_argument(
+        "--cluster",
+        action="store_true",
+        help="validate the files together, as the nodes' traces of one run",
+    )
     validate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     _add_service_commands(commands)
     return parser
@@ -179,6 +186,8 @@ def _validate(args: argparse.Namespace) -> int:
     from .trace.reader import TraceFormatError
     from .validate import ByteProgress, TraceVerdict, validate_file
 
+    if args.cluster:
+        return _validate_cluster(args)
     status = EXIT_OK
     for path in args.traces:
 
@@ -186,7 +195,7 @@ def _validate(args: argparse.Namespace) -> int:
             return validate_file(path, report)
 
         try:
-            verdict = _with_file_progress(path, not args.no_progress, run)
+            verdict = _with_file_progress([path], not args.no_progress, run)
         except TraceFormatError as exc:
             print(f"trioraft validate: {exc}", file=sys.stderr)
             status = EXIT_USAGE
@@ -197,19 +206,36 @@ def _validate(args: argparse.Namespace) -> int:
     return status
 
 
-def _with_file_progress(path: str, allowed: bool, run: Callable[[Any], _T]) -> _T:
-    """``run(progress)``, with a rich progress bar on stderr for a large file on a TTY."""
+def _validate_cluster(args: argparse.Namespace) -> int:
+    from .trace.reader import TraceFormatError
+    from .validate import validate_cluster
+
     try:
-        size = os.path.getsize(path)
-    except OSError:
-        size = 0
+        verdict = _with_file_progress(
+            args.traces,
+            not args.no_progress,
+            lambda report: validate_cluster(args.traces, progress=report),
+        )
+    except TraceFormatError as exc:
+        print(f"trioraft validate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(verdict.describe(), flush=True)
+    return EXIT_OK if verdict.ok else EXIT_VIOLATION
+
+
+def _with_file_progress(paths: list[str], allowed: bool, run: Callable[[Any], _T]) -> _T:
+    """``run(progress)``, with a rich progress bar on stderr for large files on a TTY."""
+    size = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            size += os.path.getsize(path)
     if not (allowed and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES):
         return run(None)
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn(f"validating {os.path.basename(path)}"),
+        TextColumn(f"validating {', '.join(os.path.basename(p) for p in paths)}"),
         BarColumn(),
         DownloadColumn(),
         TimeElapsedColumn(),
@@ -249,7 +275,7 @@ def _check_simulated_trace(args: argparse.Namespace, live: Any) -> int:
             verdict = live.verdict()
         else:
             verdict = _with_file_progress(
-                args.trace, not args.no_progress, lambda report: validate_file(args.trace, report)
+                [args.trace], not args.no_progress, lambda report: validate_file(args.trace, report)
             )
     except TraceFormatError as exc:
         print(f"trace: unreadable: {exc}")

@@ -40,6 +40,17 @@ events and steps were replayed and the first :class:`Violation`, if any.
   ``persist`` saves the node's term, vote, log and snapshot; a crash loses the
   rest; a reply must be sent only from saved state and a request only with
   saved terms and entries; a restarted node must report the saved state.
+  After a kill without a ``crash`` event (:meth:`Validator.kill`: a node of a
+  cluster killed with ``kill -9``, its trace file just ends), what it reads
+  back may be less than its last persist, never less than its last ``synced``
+  (``_Replay.restore_killed``), and the model's server is what it read.
+- **Cut traces**: a file may end in the middle of a step (the process was
+  killed): ``finish(cut=True)`` / ``run_step(..., cut=True)`` let the last
+  step's final state differ from the model's (its follow-ups were never
+  written); the result's ``cut`` says so.  Any other departure, and any
+  mismatch of an earlier step, is still a violation.
+- :mod:`.cluster` merges the per-node files of a cluster into one history
+  and drives a :class:`Validator` with it step by step.
 - **Snapshots** (Figure 13) use the model's snapshot actions: a ``snapshot``
   is :func:`~.actions.take_snapshot`; a crash restores the saved snapshot
   (:func:`~.actions.restart`, after checking it holds only entries known
@@ -60,7 +71,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .actions import (
@@ -84,7 +95,7 @@ from .actions import (
     take_snapshot,
     timeout,
 )
-from .incremental import Watch
+from .incremental import Watch, common_prefix
 from .invariants import INVARIANTS, Invariant, first_violation
 from .state import (
     CANDIDATE,
@@ -104,7 +115,6 @@ from .state import (
     RequestVoteResponse,
     Server,
     State,
-    format_log,
     format_message,
     initial_state,
     snapshot_term,
@@ -181,6 +191,10 @@ class Result(NamedTuple):
     violation: Violation | None
     candidates: int = 1
     """The most candidate model states held at once (always 1: see the module doc)."""
+    cut: Violation | None = None
+    """The trace's last step, cut short by a crash (``finish(cut=True)``): how its
+    final logged state differs from the model's (not a violation: its follow-ups
+    were never written)."""
 
     @property
     def ok(self) -> bool:
@@ -289,6 +303,7 @@ class Validator:
         self._done = 0  # events of the steps replayed so far
         self.steps = 0
         self.violation: Violation | None = None
+        self.cut: Violation | None = None  # the last step, cut short (see finish)
 
     @property
     def events(self) -> int:
@@ -318,11 +333,60 @@ class Validator:
         self._lines.append(line)
         return None
 
-    def finish(self) -> Result:
-        """Replay the last step; the result of the whole trace."""
+    def finish(self, *, cut: bool = False) -> Result:
+        """Replay the last step; the result of the whole trace.
+
+        ``cut``: the trace may end in the middle of a step (a file of a process
+        killed with ``kill -9``): if the last step's final logged state differs
+        from the model's, its follow-ups were never written, so the result's
+        ``cut`` says so instead of a violation.  Any other departure still is one.
+        """
         if self._step and self.violation is None:
+            self._replay.cut_ok = cut
+            try:
+                self._run()
+            finally:
+                self._replay.cut_ok = False
+        return Result(self.events, self.steps, self.violation, 1, self.cut)
+
+    def run_step(
+        self, events: list[Event], lines: list[int | None], *, cut: bool = False
+    ) -> Violation | None:
+        """Replay one whole step at once (the events of one starter and its
+        follow-ups, as :meth:`feed` would group them), after any step still held;
+        the violation, if any.  ``cut``: this is the last step of a trace cut short
+        by a crash (see :meth:`finish`).  The lists become the validator's."""
+        if self.violation is None and self._step:
             self._run()
-        return Result(self.events, self.steps, self.violation)
+        if self.violation is not None:
+            return self.violation
+        self._step, self._lines = events, lines
+        self._replay.cut_ok = cut
+        try:
+            self._run()
+        finally:
+            self._replay.cut_ok = False
+        return self.violation
+
+    def kill(self, node: int) -> Violation | None:
+        """Node ``node`` was killed without a ``crash`` event (``kill -9``: its trace
+        file just ends).  Unlike a recorded crash, what it restarts with need not be
+        its last persist: its next ``init`` may restore anything from what it made
+        durable (its last ``synced``) to what it persisted since (see
+        ``_Replay.restore_killed``)."""
+        if self.violation is None and self._step:
+            self._run()
+        if self.violation is None:
+            self._replay.kill(node)
+        return self.violation
+
+    def drop(self, message_id: int, *, reply: bool) -> None:
+        """The message sent under ``message_id`` (its reply's, if ``reply``) is
+        never received: it leaves the network (what a ``drop`` event does, without
+        a step).  Call it after the step that sent it."""
+        if self.violation is None and self._step:
+            self._run()
+        self._replay.lose(message_id, reply)
 
     def _run(self) -> None:
         step, lines = self._step, self._lines
@@ -330,7 +394,20 @@ class Validator:
         replay.at = 0
         try:
             replay.run_step(step, 0, len(step))
+            if replay.cut is not None:
+                broken, replay.cut = replay.cut, None
+                event = step[-1]
+                self.cut = Violation(
+                    event["seq"],
+                    lines[-1],
+                    event["node"],
+                    event["event"],
+                    broken.rule,
+                    broken.expected,
+                    broken.logged,
+                )
         except _Broken as broken:
+            replay.cut = None
             at = replay.at
             event = step[at]
             self.violation = Violation(
@@ -374,6 +451,21 @@ def _vote(voted_for: Any) -> int:
 
 def _show_vote(voted_for: int) -> str:
     return "null" if voted_for == NOBODY else str(voted_for)
+
+
+def _show_entry(log: Log, index: int) -> str:
+    if index > len(log):
+        return "none"
+    entry = log[index - 1]
+    return f"t{entry.term}={entry.value!r}"
+
+
+def _as_synced(synced: str, later: Iterable[str]) -> str:
+    """``X as synced (or as persisted later: Y or Z)``, each option once."""
+    others = [option for option in dict.fromkeys(later) if option != synced]
+    if not others:
+        return f"{synced} as synced"
+    return f"{synced} as synced (or as persisted later: {' or '.join(others)})"
 
 
 # ----------------------------------------------------------------- the replay
@@ -421,6 +513,16 @@ class _Replay:
         # durable only at the node's next `synced`; any other persist at once.
         self.synced: list[_Durable] = [_FRESH] * nodes
         self.synced_at = [0] * nodes  # per node: the step of its last sync
+        # Per node: what it persisted (staged) since its last sync, oldest first; and
+        # once killed without a crash event (kill -9), what its disk may hold when
+        # it restarts: its synced state, those persists, its state at the kill.
+        self.unsynced: list[list[_Durable]] = [[] for _ in range(nodes)]
+        self.killed: list[list[_Durable] | None] = [None] * nodes
+        # The last step of a trace cut short by a crash may end before its
+        # follow-ups (cut_ok): then a final state unlike the model's is kept in
+        # `cut` instead of raised.
+        self.cut_ok = False
+        self.cut: _Broken | None = None
         self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
         self.reign: list[Server | None] = [None] * nodes  # last self as leader
         self.entries: dict[tuple[int, str], Entry] = {}  # interned entries
@@ -472,7 +574,12 @@ class _Replay:
         ):
             self.changed_at[node] = self.steps
         if node >= 0 and name != "crash":
-            self._compare(node, events[end - 1]["state"], rule)
+            try:
+                self._compare(node, events[end - 1]["state"], rule)
+            except _Broken as broken:
+                if not self.cut_ok or name == "init":  # (an init is whole, or torn away)
+                    raise
+                self.cut = broken  # cut short by a crash: its follow-ups are missing
             s = self.state.servers[node]
             if s.role == LEADER:
                 self.reign[node] = s
@@ -603,6 +710,12 @@ class _Replay:
         if self.up[i]:
             self._lose_unsaved(i)  # started again without a crash event: a crash
         restored = bool(e["restored"])
+        killed = self.killed[i]
+        if killed is not None:
+            self.restore_killed(i, e, restored, killed)
+            self.up[i] = True
+            self._follow_ups(events, start, end)
+            return "Restart"
         saved = self.saved[i]
         if not self.started[i]:
             self.started[i] = True
@@ -653,9 +766,15 @@ class _Replay:
         """Restart: only what the node saved survives, and its state machine is
         restored from its saved snapshot (which must hold only committed entries)."""
         self._forget_pending(i)
-        self.synced[i] = self.saved[i]  # a restart reads it back from storage
+        self._restart_from(i, self.saved[i], self.saved_snapshot[i])
+
+    def _restart_from(self, i: int, saved: _Durable, snapshot: _SnapshotId | None) -> None:
+        """Restart server ``i`` with ``saved`` as its persistent state (what it
+        reads back from storage) and ``snapshot`` the bytes of its snapshot."""
+        self.saved[i] = self.synced[i] = saved  # a restart reads it back from storage
+        self.saved_snapshot[i] = snapshot
+        self.unsynced[i].clear()
         s = self.state.servers[i]
-        saved = self.saved[i]
         durable = (saved.term, saved.voted_for, saved.log, saved.snapshot_index)
         if (s.current_term, s.voted_for, s.log, s.snapshot_index) != durable:
             s = s._replace(
@@ -678,9 +797,120 @@ class _Replay:
         assert t is not None  # restart is always enabled
         self.state = t
         index = saved.snapshot_index
-        self.held[i] = {index: self.saved_snapshot[i]} if index else {}
+        self.held[i] = {index: snapshot} if index else {}
         self.assembly[i] = None
         self.installing[i] = None
+
+    def kill(self, i: int) -> None:
+        """Node ``i`` died without a crash event (kill -9): what it did not make
+        durable may be lost, so which state it restarts from is decided by its next
+        ``init`` (:meth:`restore_killed`).  Until then it takes no step."""
+        if not self.up[i]:
+            return  # it crashed already (a crash event): restarts as it saved
+        self._forget_pending(i)
+        s = self.state.servers[i]
+        # Its state at the kill: a storage that saves before the persist event is
+        # recorded may have written it, with the event cut off.
+        last = _Durable(s.current_term, s.voted_for, s.log, s.snapshot_index, snapshot_term(s))
+        self.killed[i] = [self.synced[i], *self.unsynced[i], last]
+        self.up[i] = False
+
+    def restore_killed(self, i: int, e: Event, restored: bool, candidates: list[_Durable]) -> None:
+        """Restart after a kill -9: the node reads back what its disk holds, which
+        may be less than its last persist (a staged write lost, or torn) but never
+        less than its last sync.  Its ``init`` says what it read; that must be:
+
+        - term and vote: as synced, or as one persisted later (one hard-state
+          record; a term of its own is never lost once synced);
+        - snapshot: as synced, or one persisted later (same index and term);
+        - log: at each index, the entry (or no entry) of its synced log or of a
+          log it persisted later: a synced entry goes only if a later persist
+          had dropped it (a truncation), and every entry of its synced log the
+          cluster knows committed is kept.
+
+        The model's server is then what it read (Restart from there)."""
+        self.killed[i] = None
+        synced = candidates[0]
+        later = candidates[1:]
+        if restored:
+            state = e["state"]
+            term, vote = state["term"], _vote(state["voted_for"])
+            index, s_term = state["snapshot_index"], state["snapshot_term"]
+            entries: Sequence[Any] = e["log"]
+        else:  # its disk held nothing at all
+            term, vote, index, s_term, entries = 0, NOBODY, 0, 0, ()
+        if all((c.term, c.voted_for) != (term, vote) for c in candidates):
+            raise _Broken(
+                "Restart: persistent state",
+                _as_synced(
+                    f"term {synced.term} vote {_show_vote(synced.voted_for)}",
+                    (f"term {c.term} vote {_show_vote(c.voted_for)}" for c in later),
+                ),
+                f"term {term} vote {_show_vote(vote)}",
+            )
+        source = next(
+            (c for c in candidates if (c.snapshot_index, c.snapshot_term) == (index, s_term)),
+            None,
+        )
+        if source is None:
+            raise _Broken(
+                "Restart: persistent state",
+                _as_synced(
+                    f"snapshot {synced.snapshot_index}/t{synced.snapshot_term}",
+                    (f"snapshot {c.snapshot_index}/t{c.snapshot_term}" for c in later),
+                ),
+                f"snapshot {index}/t{s_term}",
+            )
+        entry = self._entry
+        log = source.log[:index] + tuple([entry(t, v) for t, v in entries])
+        self._check_kept(log, candidates)
+        snapshot = self.held[i].get(index) if index else None
+        self._restart_from(i, _Durable(term, vote, log, index, s_term), snapshot)
+
+    def _check_kept(self, log: Log, candidates: list[_Durable]) -> None:
+        """A log read back after a kill -9 against what the node synced and
+        persisted since (see :meth:`restore_killed`)."""
+        synced = candidates[0]
+        later = candidates[1:]
+        if any(log == c.log for c in candidates):
+            return
+        known = {record[:3] for record in self.state.committed}
+        for k, kept in enumerate(synced.log, 1):
+            if (k, kept.term, kept.value) in known and (k > len(log) or log[k - 1] != kept):
+                raise _Broken(
+                    "Restart: persistent state",
+                    f"committed entry {k} t{kept.term}={kept.value!r} of its synced log kept",
+                    f"entry {k} {_show_entry(log, k)}",
+                )
+        # Synced entries no later persist dropped are on its disk for good (storage
+        # makes a truncation durable before it writes over it: a log may be cut
+        # back as far as a later persist cut it, never further).
+        floor = min(common_prefix(synced.log, c.log) for c in candidates)
+        if len(log) < floor:
+            k = len(log) + 1
+            raise _Broken(
+                "Restart: persistent state",
+                f"entry {k} {_show_entry(synced.log, k)} as synced",
+                f"entry {k} none (a log of {len(log)})",
+            )
+        for k in range(common_prefix(synced.log, log) + 1, len(log) + 1):
+            mine = log[k - 1]
+            if any(k <= len(c.log) and c.log[k - 1] == mine for c in candidates):
+                continue
+            raise _Broken(
+                "Restart: persistent state",
+                f"entry {k} "
+                + _as_synced(_show_entry(synced.log, k), (_show_entry(c.log, k) for c in later)),
+                f"entry {k} {_show_entry(log, k)}",
+            )
+
+    def lose(self, message_id: int, reply: bool) -> None:
+        """The message sent under ``message_id`` is never received: it leaves the bag."""
+        m = (self.replies if reply else self.requests).get(message_id)
+        if m is not None:
+            t = drop_message(self.state, m)
+            if t is not None:
+                self.state = t
 
     def _save(self, i: int, *, staged: bool) -> None:
         """A persist: what a crash keeps (a killed peer completes a staged write);
@@ -688,15 +918,20 @@ class _Replay:
         s = self.state.servers[i]
         index = s.snapshot_index
         term = snapshot_term(s)
-        self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
+        saved = self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
         self.saved_snapshot[i] = self.held[i].get(index)
-        if not staged:
+        if staged:
+            self.unsynced[i].append(saved)
+        else:
             self._synced(i)
 
     def _synced(self, i: int) -> None:
         """What the node saved is durable: messages that depend on it may leave."""
         self.synced[i] = self.saved[i]
         self.synced_at[i] = self.steps
+        unsynced = self.unsynced[i]
+        if unsynced:
+            unsynced.clear()
 
     def _lone(self, events: Sequence[Event], start: int, end: int) -> str:
         e = events[start]
@@ -807,6 +1042,18 @@ class _Replay:
                 "AdvanceCommitIndex",
                 f"commitIndex {s.commit_index} < N <= {limit} (replicated on a majority) "
                 f"with log[N].term == {s.current_term}",
+                f"commit of index {index}",
+            )
+        # A leader's own copy counts only once durable (it may send entries it is
+        # still writing, thesis §10.2.1): a majority of durable copies holds N.
+        synced = self.synced[i].log
+        own = len(synced) >= index and synced[index - 1] == s.log[index - 1]
+        others = sum(1 for j in range(self.n) if j != i and s.match_index[j] >= index)
+        if 2 * (others + own) <= self.n:
+            raise _Broken(
+                "AdvanceCommitIndex: durable copies",
+                f"entry {index} durable on a majority (the leader's own copy "
+                f"{'is' if own else 'is not yet'} durable, {others} followers hold it)",
                 f"commit of index {index}",
             )
         self.state = t
@@ -1078,13 +1325,16 @@ class _Replay:
         m = self._append_entries_message(i, msg)
         j = m.dest
         sender = self._leader_as_of(i, j, m.term, m.leader_commit, m.prev_log_index + 1)
+        # The term must be durable; the entries need not be: a leader may send
+        # entries it is still writing, counting itself towards a majority only
+        # once they are durable (thesis §10.2.1; a leader's commit is checked
+        # against its saved log below).
         saved = self.synced[i]
-        end = m.prev_log_index + len(m.entries)
-        if saved.term < m.term or saved.log[m.prev_log_index : end] != m.entries:
+        if saved.term < m.term:
             raise _Broken(
                 "Persistence: saved before sending",
-                f"term {m.term} and entries {m.prev_log_index + 1}..{end} saved",
-                f"saved term {saved.term}, log {format_log(saved.log[m.prev_log_index : end])}",
+                f"term {m.term} saved",
+                f"saved term {saved.term}",
             )
         self._sent_by(i, sender, m, "append_entries")
         current = self.state.servers[i]
