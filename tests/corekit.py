@@ -173,14 +173,15 @@ class Driven:
         return out
 
     def send(self, peer: int) -> AppendEntriesArgs | InstallSnapshotArgs | None:
-        """The leader's next message for ``peer``, checked against what is durable."""
+        """The leader's next message for ``peer``: of a durable term (its entries may
+        still be being written: thesis §10.2.1), and a durable snapshot."""
         message = self.node.message_for(peer)
         disk = self.disk
         if isinstance(message, AppendEntriesArgs):
             assert message.term <= disk.term, "a leader sends only in a term it saved"
             for k, entry in enumerate(message.entries):
                 index = message.prev_log_index + 1 + k
-                assert disk.holds(index, entry.term), f"entry {index} sent before it was durable"
+                assert self.node.log.term_at(index) == entry.term, f"entry {index} is not its own"
         elif isinstance(message, InstallSnapshotArgs):
             assert message.last_included_index <= disk.snapshot_index, (
                 "a snapshot sent before it was durable"

@@ -35,10 +35,8 @@ def test_start_appends_and_a_majority_commits() -> None:
     elect(a)
     a.take_signals()
     assert a.propose(raw("x")) == (1, 1, True)
-    assert not a.has_news_for(1), "nothing is sent before it is durable"
-    assert a.take_signals()[1] is False
+    assert a.has_news_for(1) and a.take_signals()[1], "replicated while the leader writes it"
     a.settle()
-    assert a.take_signals()[1] is True, "durable: replicate"
     assert a.commit_index == 0
     deliver(a, b)
     assert a.commit_index == 1, "leader + one follower is a majority of 3"
@@ -195,17 +193,23 @@ def test_batches_respect_the_byte_bound_but_always_carry_one_entry() -> None:
     assert isinstance(big, AppendEntriesArgs) and len(big.entries) == 1
 
 
-def test_a_leader_sends_only_durable_entries() -> None:
-    a = node(0, 3)
+def test_a_leader_sends_entries_it_is_still_writing_but_counts_them_once_durable() -> None:
+    # Thesis §10.2.1: the leader's write and the followers' overlap.
+    a, b, c = node(0, 3), node(1, 3), node(2, 3)
     elect(a)
-    a.propose(raw("durable"))
+    a.take_signals()
+    a.propose(raw("x"))
+    assert a.has_news_for(1) and a.take_signals()[1], "replicated at once, while being written"
+    to_b = a.send(1)
+    assert isinstance(to_b, AppendEntriesArgs) and len(to_b.entries) == 1
+    a.node.handle_append_entries_reply(1, to_b, b.answer(to_b))
+    assert a.commit_index == 0, "b's durable copy and the leader's unwritten one: not two"
+    to_c = a.send(2)
+    assert isinstance(to_c, AppendEntriesArgs)
+    a.node.handle_append_entries_reply(2, to_c, c.answer(to_c))
+    assert a.commit_index == 1, "b's and c's durable copies are a majority"
     a.settle()
-    a.propose(raw("not yet"))
-    args = a.send(1)
-    assert isinstance(args, AppendEntriesArgs) and len(args.entries) == 1
-    assert a.has_news_for(1) is True
-    a.next_index[1] = 2
-    assert a.has_news_for(1) is False, "entry 2 is not durable: nothing new to send"
+    assert a.disk.log == [a.log.entry(1)] and a.commit_index == 1
 
 
 def test_a_leader_steps_down_on_a_reply_with_a_higher_term() -> None:

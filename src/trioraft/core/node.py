@@ -22,10 +22,11 @@ and carries out what it asks for:
   then the messages and entries they allow (see ``core/ready.py`` for the
   shell's loop).  The node tracks what storage holds: ``_stable_last`` (the
   last entry acknowledged durable, and still in the log) and
-  ``_stable_snapshot``.  A leader counts only its durable entries towards a
-  majority, and the messages it builds on demand (``message_for(peer)``)
-  carry only durable entries and a durable snapshot, so a follower that is
-  behind gets the newest durable entries in one batch, bounded by
+  ``_stable_snapshot``.  A leader counts its own entries towards a majority
+  only once durable; the messages it builds on demand (``message_for(peer)``)
+  may carry entries it is still writing (thesis §10.2.1: the followers'
+  writes and its own overlap) but only a durable snapshot, so a follower that
+  is behind gets the newest entries in one batch, bounded by
   ``max_append_bytes``.
 
 Every RPC first goes through :meth:`_observe_term` (Figure 2, "Rules for
@@ -224,8 +225,8 @@ class RaftNode:
         return events
 
     def has_news_for(self, peer: int) -> bool:
-        """Leader: does ``peer`` lack durable entries (or a durable snapshot) the leader holds?"""
-        return self.role is Role.LEADER and self.next_index[peer] <= self._stable_last
+        """Leader: does ``peer`` lack entries (or a snapshot) the leader holds?"""
+        return self.role is Role.LEADER and self.next_index[peer] <= self.log.last_index
 
     # ------------------------------------------------------------------ Ready / Advance
 
@@ -324,10 +325,11 @@ class RaftNode:
 
     def propose(self, command: Any) -> tuple[int, int, bool]:
         """A client command (encoded, ``msgspec.Raw``): a leader appends it to its
-        log (Figure 2, Leaders); it is replicated once durable."""
+        log (Figure 2, Leaders) and replicates it while writing it."""
         if self.role is not Role.LEADER:
             return -1, self.current_term, False
         index = self.log.append(Entry(self.current_term, command))
+        self._replicate = True
         self._note("client_request", index=index, term=self.current_term, command=command)
         return index, self.current_term, True
 
@@ -391,8 +393,10 @@ class RaftNode:
         assert prev_log_term is not None, "next_index is kept within the log"
         entries: list[Entry] = []
         budget = self._max_append_bytes
-        stop = self._stable_last - log.snapshot_index  # durable entries only
-        for entry in log.entries[next_index - log.first_index : stop]:
+        # Entries not yet durable here may go too: the leader writes its own copy
+        # in parallel and counts itself towards a majority only once it is
+        # durable (thesis §10.2.1), so one fsync leaves the critical path.
+        for entry in log.entries[next_index - log.first_index :]:
             size = len(entry.command) + 8
             if entries and size > budget:
                 break

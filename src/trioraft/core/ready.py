@@ -23,8 +23,9 @@ that is durable once that Ready's own writes are (Figure 2: "updated on
 stable storage before responding to RPCs"), so the shell's one loop of
 persist, send, advance, apply keeps Raft's durability order without a flush
 call placed by hand.  Messages the leader builds on demand
-(``node.message_for``) carry only entries and snapshots already acknowledged
-durable, so they need no Ready at all.
+(``node.message_for``) need no Ready: their term is durable since the leader
+was elected, and their entries need not be (thesis §10.2.1: a leader counts
+itself towards a majority only for durable entries).
 """
 
 from __future__ import annotations
