@@ -52,6 +52,12 @@ def decode(data: bytes, type: Any = Any, *, what: str = "message") -> Any:
     return result
 
 
+def encode_command(value: object) -> bytes:
+    """A command checked (:func:`check_command`) and encoded, for ``start()``."""
+    check_command(value)
+    return encode(value)
+
+
 def check_command(value: object, *, _path: str = "command") -> None:
     """Raise ``TypeError`` unless ``value`` round-trips through the codec unchanged.
 

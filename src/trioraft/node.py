@@ -210,12 +210,15 @@ class Node:
     async def propose_many(self, commands: Sequence[Any]) -> list[Any]:
         """Replicate several commands in this order, pipelined; for each, its result
         or the exception (``NotLeader``) that :meth:`propose` would have raised."""
-        for command in commands:
-            codec.check_command(command)
+        return await self._propose_encoded([codec.encode_command(c) for c in commands])
+
+    async def _propose_encoded(self, commands: Sequence[bytes]) -> list[Any]:
+        """:meth:`propose_many` of commands already encoded by trioraft's own
+        services (built from known types, so not checked again)."""
         raft = self.raft
         proposals: list[_Proposal | None] = []
         for command in commands:
-            index, term, ok = raft.start(command)
+            index, term, ok = raft._start_encoded(command)
             proposals.append(self._register(index, term) if ok else None)
         results: list[Any] = []
         for proposal in proposals:

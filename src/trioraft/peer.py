@@ -227,10 +227,14 @@ class Raft:
 
     def start(self, command: object) -> tuple[int, int, bool]:
         """Propose ``command``; returns (index, term, is_leader) at once."""
-        codec.check_command(command)
+        return self._start_encoded(codec.encode_command(command))
+
+    def _start_encoded(self, command: bytes) -> tuple[int, int, bool]:
+        """``start()`` of a command already checked and encoded (trioraft's own
+        services build theirs from known types and skip the check)."""
         if self._killed:
             return -1, self._node.current_term, False
-        index, term, is_leader = self._node.propose(msgspec.Raw(codec.encode(command)))
+        index, term, is_leader = self._node.propose(msgspec.Raw(command))
         if is_leader:
             self._emit_trace()
             self._writer_wake.set()  # the writer takes every command proposed by then

@@ -1,12 +1,16 @@
 """The key-value state machine, with 6.824 Lab 3's exactly-once rule.
 
-Every write is a command ``{"client": id, "seq": n, "op": "put"|"del",
-"key": k, "value": v}``.  A client numbers its requests 1, 2, 3, ... and
-retries a request with the same number (through leader changes, lost
-replies), so the same request may be committed more than once; the machine
+A log entry carries the writes of one client request or batch, in order:
+``[client, [[seq, op, key, value], ...]]`` (op "put" or "del"): one entry per
+batch, so Raft's cost per entry (checking, encoding, storing, replicating,
+applying) is paid once for many writes.  A client numbers its requests 1, 2,
+3, ... and retries a request with the same number (through leader changes,
+lost replies), so the same write may be committed more than once; the machine
 applies it once: it remembers, per client, the highest number applied and its
-result, and answers a repeat with that result.  The table is part of the
-snapshot, so a node restored from one still knows what it applied.
+result, and answers a repeat without applying it.  A client has one request
+or batch in flight at a time, so its numbers reach the log in order and the
+highest one is all there is to remember.  The table is part of the snapshot,
+so a node restored from one still knows what it applied.
 """
 
 from __future__ import annotations
@@ -19,20 +23,18 @@ PUT = "put"
 DELETE = "del"
 GET = "get"
 
+OK: dict[str, Any] = {"ok": True}
+REPEAT: dict[str, Any] = {"ok": True, "duplicate": True}
 
-class Write(msgspec.Struct, frozen=True):
-    """A write as it travels in the log (also what a client sends)."""
 
-    client: int
-    seq: int
-    op: str
-    key: str
-    value: str | None = None
+def writes_command(client: int, writes: list[tuple[int, str, str, str | None]]) -> list[Any]:
+    """The log entry for a client's writes (seq, op, key, value), in order."""
+    return [client, [list(w) for w in writes]]
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
     data: dict[str, str]
-    applied: dict[int, tuple[int, Any]]  # client -> (seq, result)
+    applied: dict[int, int]  # client -> highest seq applied
     writes: int = 0
     duplicates: int = 0
 
@@ -42,33 +44,36 @@ class KVMachine:
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
-        self.applied: dict[int, tuple[int, Any]] = {}  # client -> (last seq, its result)
+        self.applied: dict[int, int] = {}  # client -> the highest seq applied
         self.writes = 0  # client writes applied (each once)
-        self.duplicates = 0  # repeats answered from the table instead
+        self.duplicates = 0  # repeats answered without applying
 
     def apply(self, command: Any, index: int) -> Any:
+        """Apply a batch of one client's writes; the result of each, in order."""
         try:
-            write = msgspec.convert(command, Write)
-        except msgspec.ValidationError:
-            return {"error": "not a key-value write"}
-        last = self.applied.get(write.client)
-        if last is not None and write.seq <= last[0]:
-            # Applied before (a retry that was committed twice): not again.  A
-            # client's requests reach the log in the order it numbered them, so
-            # its highest number applied is all there is to remember.
-            self.duplicates += 1
-            return last[1] if write.seq == last[0] else {"ok": True, "duplicate": True}
-        if write.op == PUT:
-            existed = write.key in self.data
-            self.data[write.key] = write.value if write.value is not None else ""
-            result: Any = {"ok": True, "existed": existed}
-        elif write.op == DELETE:
-            result = {"ok": True, "existed": self.data.pop(write.key, None) is not None}
-        else:
-            result = {"error": f"unknown operation {write.op!r}"}
-        self.applied[write.client] = (write.seq, result)
-        self.writes += 1
-        return result
+            client, writes = command
+            last = self.applied.get(client, 0)
+            results: list[Any] = []
+            data = self.data
+            for seq, op, key, value in writes:
+                if seq <= last:
+                    self.duplicates += 1
+                    results.append(REPEAT)
+                    continue
+                if op == PUT:
+                    data[key] = value if value is not None else ""
+                elif op == DELETE:
+                    data.pop(key, None)
+                else:
+                    results.append({"error": f"unknown operation {op!r}"})
+                    continue
+                last = seq
+                self.writes += 1
+                results.append(OK)
+            self.applied[client] = last
+        except (TypeError, ValueError):
+            return {"error": "not a key-value command"}
+        return results
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)

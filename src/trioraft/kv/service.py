@@ -2,8 +2,9 @@
 
 A node of the cluster serves clients on its own address (the transport's
 client handlers): ``KV.Request`` (one put, get or delete), ``KV.Batch`` (many,
-in order, writes pipelined) and ``KV.Status``.  Writes go through the log
-(:class:`~.machine.KVMachine` applies each client request at most once); a get
+in order, writes pipelined) and ``KV.Status``.  Writes go through the log, a
+client's run of writes in one entry (:class:`~.machine.KVMachine` applies each
+client request at most once); a get
 is linearizable through ReadIndex (``node.read_barrier()``), then reads this
 node's state machine.  A follower answers ``not_leader`` with the leader it
 knows of, which the client follows.
@@ -16,10 +17,11 @@ from typing import Any
 import msgspec
 import trio
 
+from .. import codec
 from ..errors import NotLeader
 from ..node import Node
 from ..rpc import Handler
-from .machine import DELETE, GET, PUT, KVMachine, Write
+from .machine import GET, KVMachine, writes_command
 
 OK = "ok"
 NOT_FOUND = "not_found"
@@ -105,21 +107,25 @@ class KVService:
         return replies
 
     async def _writes(self, node: Node, run: list[KVRequest]) -> list[KVReply]:
-        commands: list[Any] = []
+        """One log entry per client's run of writes (see ``machine.py``)."""
+        groups: list[list[KVRequest]] = []
         for r in run:
-            if r.op not in (PUT, DELETE):
-                commands.append(None)
+            if groups and groups[-1][0].client == r.client:
+                groups[-1].append(r)
             else:
-                commands.append(msgspec.to_builtins(Write(r.client, r.seq, r.op, r.key, r.value)))
-        valid = [c for c in commands if c is not None]
-        results = iter(await node.propose_many(valid))
-        replies = []
-        for command in commands:
-            if command is None:
-                replies.append(KVReply(ERROR, error="unknown operation"))
-                continue
-            result = next(results)
-            replies.append(_reply_of(result))
+                groups.append([r])
+        commands = [
+            writes_command(group[0].client, [(r.seq, r.op, r.key, r.value) for r in group])
+            for group in groups
+        ]
+        # built from decoded requests (ints, strs): encoded without a second check
+        outcomes = await node._propose_encoded([codec.encode(c) for c in commands])
+        replies: list[KVReply] = []
+        for group, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, list) and len(outcome) == len(group):
+                replies += [_reply_of(result) for result in outcome]
+            else:
+                replies += [_reply_of(outcome)] * len(group)
         return replies
 
     async def _gets(self, node: Node, run: list[KVRequest]) -> list[KVReply]:
