@@ -103,9 +103,9 @@ class LocalCluster:
         self.processes[i] = subprocess.Popen(command, stdout=log, stderr=log)
         log.close()
 
-    def start_all(self) -> None:
+    def start_all(self, *, trace: bool = True) -> None:
         for i in range(self.n):
-            self.start(i)
+            self.start(i, trace=trace)
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes[i]
@@ -114,11 +114,24 @@ class LocalCluster:
         self.processes[i] = None
         if process.poll() is None:
             process.send_signal(sig)
+            process.send_signal(signal.SIGCONT)  # a paused process dies only once resumed
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP node ``i``: it keeps its sockets and wakes (``resume``) believing
+        what it believed, as a node does after a long pause or a partition."""
+        process = self.processes[i]
+        assert process is not None, f"node {i} is not running"
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        process = self.processes[i]
+        assert process is not None, f"node {i} is not running"
+        process.send_signal(signal.SIGCONT)
 
     def log(self, i: int) -> str:
         path = self.directory / f"node-{i}.log"
