@@ -16,7 +16,7 @@ inside node 0's process and is forwarded to the leader.
     SIGKILL; the time until a put is acknowledged again, over RUNS kills
     [target: median under 0.8 s, max under 2 s].
 
-Usage: python bench/bench_deploy.py [--ops 100000] [--clients 8] [--window 512]
+Usage: python bench/bench_deploy.py [--ops 100000] [--clients 8] [--window 2048]
        [--sequential 1000] [--failovers 20] [--runs 3]
 """
 
@@ -181,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--window", type=int, default=2048)
     parser.add_argument("--sequential", type=int, default=1000)
     parser.add_argument("--failovers", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)

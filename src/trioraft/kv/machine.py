@@ -27,9 +27,9 @@ OK: dict[str, Any] = {"ok": True}
 REPEAT: dict[str, Any] = {"ok": True, "duplicate": True}
 
 
-def writes_command(client: int, writes: list[tuple[int, str, str, str | None]]) -> list[Any]:
-    """The log entry for a client's writes (seq, op, key, value), in order."""
-    return [client, [list(w) for w in writes]]
+def writes_command(client: int, writes: list[list[Any]]) -> list[Any]:
+    """The log entry for a client's writes ([seq, op, key, value] each), in order."""
+    return [client, writes]
 
 
 class _Snapshot(msgspec.Struct, array_like=True):

@@ -21,7 +21,8 @@ from .. import codec
 from ..errors import NotLeader
 from ..node import Node
 from ..rpc import Handler
-from .machine import GET, KVMachine, writes_command
+from .machine import GET, REPEAT, KVMachine, writes_command
+from .machine import OK as APPLIED
 
 OK = "ok"
 NOT_FOUND = "not_found"
@@ -115,7 +116,7 @@ class KVService:
             else:
                 groups.append([r])
         commands = [
-            writes_command(group[0].client, [(r.seq, r.op, r.key, r.value) for r in group])
+            writes_command(group[0].client, [[r.seq, r.op, r.key, r.value] for r in group])
             for group in groups
         ]
         # built from decoded requests (ints, strs): encoded without a second check
@@ -123,7 +124,9 @@ class KVService:
         replies: list[KVReply] = []
         for group, outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, list) and len(outcome) == len(group):
-                replies += [_reply_of(result) for result in outcome]
+                replies += [
+                    REPLY_OK if r is APPLIED or r is REPEAT else _reply_of(r) for r in outcome
+                ]
             else:
                 replies += [_reply_of(outcome)] * len(group)
         return replies
@@ -137,7 +140,7 @@ class KVService:
         replies = []
         for r in run:
             value = machine.get(r.key)
-            replies.append(KVReply(NOT_FOUND) if value is None else KVReply(OK, value))
+            replies.append(REPLY_NOT_FOUND if value is None else KVReply(OK, value))
         return replies
 
     def status(self, _: Any) -> StatusReply | None:
@@ -147,6 +150,10 @@ class KVService:
         return StatusReply(*self.node.status(), machine.writes, machine.duplicates)
 
 
+REPLY_OK = KVReply(OK)  # frozen: one shared instance, not one per request
+REPLY_NOT_FOUND = KVReply(NOT_FOUND)
+
+
 def _reply_of(result: Any) -> KVReply:
     if isinstance(result, NotLeader):
         return _not_leader(result)
@@ -154,7 +161,7 @@ def _reply_of(result: Any) -> KVReply:
         return KVReply(ERROR, error=str(result))
     if isinstance(result, dict) and "error" in result:
         return KVReply(ERROR, error=str(result["error"]))
-    return KVReply(OK)
+    return REPLY_OK
 
 
 def _not_leader(error: NotLeader) -> KVReply:
