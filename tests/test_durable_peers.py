@@ -46,11 +46,12 @@ async def test_a_failing_disk_stops_only_its_peer_and_says_why(
     """Each peer in a nursery of its own, as separate processes would be: the one
     whose disk refuses stops and its nursery gets the StorageError; it
     acknowledged nothing it could not save; the other two go on committing."""
-    failing: set[int] = set()
+    failing: list[Path] = []  # the victim's directory, once chosen
     real_fdatasync = os.fdatasync
 
     def fdatasync(fd: int) -> None:
-        if fd in failing:
+        # any file of the victim's, including segments created after the choice
+        if failing and Path(os.readlink(f"/proc/self/fd/{fd}")).parent == failing[0]:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fdatasync(fd)
 
@@ -93,9 +94,7 @@ async def test_a_failing_disk_stops_only_its_peer_and_says_why(
                 await trio.sleep(0.05)
         leader = next(i for i, rf in enumerate(rafts) if rf.get_state()[1])
         victim = (leader + 1) % n
-        storage = storages[victim]
-        failing.update(s.fd for s in storage._segments if s.fd is not None)
-        failing.add(storage._hard_state_fd)
+        failing.append(Path(storages[victim].path).resolve())
         with caplog.at_level("CRITICAL", logger="trioraft"):
             for k in range(3):
                 index, term, ok = rafts[leader].start(k)

@@ -261,16 +261,15 @@ def test_raft_state_size_counts_only_live_records(tmp_path: Path) -> None:
     storage.close()
 
 
-def test_commit_only_hard_states_are_written_once_per_sync(
+def test_commit_only_hard_states_wait_for_a_new_term_or_close(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The commit index is a lower bound: a sync does not spend an fdatasync on a
+    hard state that only moved it; a term or vote change, or close, writes the
+    newest one (once, never over the durable slot)."""
     storage = DiskStorage(tmp_path / "live", create=True)
     storage.write(Ready(HardState(1, 0, 0), None, 1, entries(1, [1] * 5), must_sync=True))
     storage.sync()
-    for commit in range(1, 6):
-        storage.write(Ready(HardState(1, 0, commit)))
-    shutil.copytree(tmp_path / "live", tmp_path / "crashed")  # staged, not synced: absent
-    assert restored(tmp_path / "crashed").hard_state == HardState(1, 0, 0)
     slots_written = []
     real_pwrite = os.pwrite
 
@@ -280,10 +279,28 @@ def test_commit_only_hard_states_are_written_once_per_sync(
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", counting_pwrite)
+    for commit in range(1, 4):
+        storage.write(Ready(HardState(1, 0, commit)))
+    storage.write(Ready(None, None, 6, entries(6, [1]), must_sync=True))
     storage.sync()
-    assert len(slots_written) == 1  # only the newest, never over the durable slot
+    assert slots_written == [], "only the commit index moved: nothing written"
+    shutil.copytree(tmp_path / "live", tmp_path / "crashed")  # kill -9 now
+    assert restored(tmp_path / "crashed").hard_state == HardState(1, 0, 0), "it lags"
+    assert len(restored(tmp_path / "crashed").entries) == 6, "the entries did not"
+
+    storage.write(Ready(HardState(1, 0, 5)))
+    storage.write(Ready(HardState(2, None, 5), must_sync=True))  # a new term
+    storage.sync()
+    assert len(slots_written) == 1
+    shutil.copytree(tmp_path / "live", tmp_path / "crashed-2")
+    assert restored(tmp_path / "crashed-2").hard_state == HardState(2, None, 5)
+
+    storage.write(Ready(HardState(2, None, 6)))
+    storage.sync()
     storage.close()
-    assert restored(tmp_path / "live").hard_state == HardState(1, 0, 5)
+    assert len(slots_written) == 2, "close writes the lagging commit index"
+    assert slots_written[0] != slots_written[1], "never over the durable slot"
+    assert restored(tmp_path / "live").hard_state == HardState(2, None, 6)
 
 
 def test_restore_is_the_state_at_open_and_refused_after_a_write(tmp_path: Path) -> None:
@@ -690,7 +707,11 @@ class Harness:
     def sync(self) -> None:
         before = {p.name: p.stat().st_size for p in self.directory.iterdir()}
         self.storage.sync()
+        written = self.durable.hard
         self.durable = self.pending.copy()
+        hard = self.durable.hard
+        if (hard.term, hard.voted_for) == (written.term, written.voted_for):
+            self.durable.hard = written  # only the commit index moved: it lags, unwritten
         self.sizes_before_sync = before
         assert self.storage.raft_state_size() == self.durable.raft_state_size()
         assert self.storage.read_snapshot() == self.durable.snapshot.data

@@ -38,6 +38,10 @@ snapshot):
 
 * a sync writes one hard state, the batch's last: the slot holding the last
   durable one is never overwritten before the new one is durable;
+* a hard state that differs from the last written only in its commit index is
+  not written until the term or vote changes or the storage is closed (the
+  commit index is a lower bound, so it may lag; a busy follower's every sync
+  would otherwise cost two fdatasyncs);
 * a new term reaches the disk before any entry or snapshot of that term;
 * a truncation is durable before new records are written over the old ones;
 * a segment (data and name) is durable before the next one is created, so
@@ -387,6 +391,7 @@ class DiskStorage:
 
         self._segments: list[_Segment] = []  # in index order; the last one is written to
         self._hard_state = HardState(0, None, 0)  # the last one written
+        self._lagging: HardState | None = None  # newer, differing only in commit: unwritten
         self._hard_state_sequence = 0
         self._hard_state_fd = -1
         self._hard_state_dirty = False
@@ -476,7 +481,7 @@ class DiskStorage:
                 return
             try:
                 if self._failure is None:
-                    self._flush()
+                    self._flush(final=True)
             finally:
                 self._release()
 
@@ -505,15 +510,18 @@ class DiskStorage:
 
     # ------------------------------------------------------------ sync
 
-    def _flush(self) -> None:
-        """Carry out and make durable what is staged (holding the I/O lock)."""
+    def _flush(self, *, final: bool = False) -> None:
+        """Carry out and make durable what is staged (holding the I/O lock); ``final``
+        (at close) writes a lagging commit index too."""
         if self._failure is not None:
             raise StorageError(self._failure)
         with self._stage_lock:
             batch, self._staged = self._staged, []
+        if final and self._lagging is not None:
+            batch.insert(0, Ready(hard_state=self._lagging))  # superseded by any newer one
         try:
             if batch:
-                self._carry_out(batch)
+                self._carry_out(batch, final=final)
             self._make_durable()
         except (OSError, StorageError) as error:
             # The files may now be anywhere between the old state and the new: no
@@ -523,13 +531,21 @@ class DiskStorage:
                 raise
             raise StorageError(f"{self.path}: write failed: {error}") from error
 
-    def _carry_out(self, batch: list[Ready]) -> None:
+    def _carry_out(self, batch: list[Ready], *, final: bool) -> None:
         hard = next((r.hard_state for r in reversed(batch) if r.hard_state is not None), None)
         if hard is not None:
-            # Only the batch's last hard state is written: writing two would overwrite
-            # the slot holding the last durable state before the new one is durable.
-            writes_log = any(r.entries or r.snapshot is not None for r in batch)
-            self._write_hard_state(hard, barrier=writes_log and hard.term != self._hard_state.term)
+            written = self._hard_state
+            if not final and (hard.term, hard.voted_for) == (written.term, written.voted_for):
+                # Only the commit index moved.  It may lag (recovery takes it as a lower
+                # bound), so it waits for the next term or vote, or close(), instead of
+                # costing a second fdatasync in every sync of a busy follower.
+                self._lagging = hard
+            else:
+                # Only the batch's last hard state is written: writing two would overwrite
+                # the slot holding the last durable state before the new one is durable.
+                self._lagging = None
+                writes_log = any(r.entries or r.snapshot is not None for r in batch)
+                self._write_hard_state(hard, barrier=writes_log and hard.term != written.term)
         for ready in batch:
             if ready.entries_from is not None:
                 self._truncate(ready.entries_from)
