@@ -13,7 +13,7 @@ from trioraft.cli import main
 def test_simulate_prints_a_summary_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--seed", "3", "--nodes", "3", "--duration", "20"]) == 0
     out = capsys.readouterr().out
-    assert "seed 3, 3 nodes, 20 s virtual" in out
+    assert "seed 3, 3 nodes, 20 s of faults then heal" in out
     assert "leader per term:" in out
     assert "result: OK" in out
     assert "leaderless after a leader fault" in out

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from .certs import add_certs_arguments, run_certs
 from .kv.cli import (
@@ -24,6 +24,7 @@ from .kv.cli import (
     run_status,
 )
 from .model import check_cli
+from .sim.cli import add_simulate_arguments, run_simulate
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -74,34 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate",
-        help="run a simulated cluster with crashes and disconnects in virtual time",
+        help="run a simulated cluster under a fault schedule in virtual time, checked",
         description=(
-            "Run a simulated Raft cluster in virtual time under random crashes, restarts, "
-            "disconnects and reconnects (never more than a minority down), with a client "
-            "submitting commands, then heal it and require one last agreement. Every peer's "
-            "applied commands are checked against the others'. Prints a summary."
+            "Run a simulated Raft cluster in virtual time under a fault schedule drawn from "
+            "the seed (or replayed with --schedule): crashes and restarts, isolations, "
+            "partitions, one-way links, unreliable, delaying, reordering and duplicating "
+            "network periods, while a client submits commands and the service snapshots. "
+            "The trace is validated against the Figure 2 model as it is recorded (the run "
+            "stops at the first violation); then every fault heals, a leader must be "
+            "elected within 5 s, no election may follow while nothing fails, and every "
+            "acknowledged command must be committed once, in one order, at every peer. "
+            "--seeds A-B runs a sweep. Exit 1 if a run failed, 2 for bad arguments."
         ),
     )
-    simulate.add_argument("--seed", type=_seed, default=1, help="random seed (default 1)")
-    simulate.add_argument("--nodes", type=_positive_int, default=5, help="peers (default 5)")
-    simulate.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=60.0,
-        metavar="SECONDS",
-        help="virtual seconds of faults before healing (default 60)",
-    )
-    simulate.add_argument(
-        "--unreliable",
-        action="store_true",
-        help="also delay, drop and reorder RPCs (labrpc's unreliable network)",
-    )
-    simulate.add_argument(
-        "--trace",
-        metavar="PATH",
-        help="write the run's execution trace (NDJSON, spec/TRACE.md) to PATH",
-    )
-    simulate.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_simulate_arguments(simulate, _whole_number, _positive_float)
     check = commands.add_parser(
         "check",
         help="explore the Figure 2 model exhaustively and check its invariants",
@@ -246,92 +233,12 @@ def _with_file_progress(paths: list[str], allowed: bool, run: Callable[[Any], _T
         return run(lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    trace_file: IO[bytes] | None = None
-    if args.trace:
-        try:
-            trace_file = open(args.trace, "wb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            print(
-                f"trioraft simulate: cannot write the trace to {args.trace}: {exc.strerror}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-    from .validate import LiveValidation
-
-    live = None if trace_file is not None else LiveValidation(args.nodes)
-    with trace_file if trace_file is not None else contextlib.nullcontext():
-        status = _run_simulation(args, trace_file, live)
-    return max(status, _check_simulated_trace(args, live))
-
-
-def _check_simulated_trace(args: argparse.Namespace, live: Any) -> int:
-    """Validate the run's own trace (the file written, or the events as recorded)."""
-    from .trace.reader import TraceFormatError
-    from .validate import validate_file
-
-    try:
-        if live is not None:
-            verdict = live.verdict()
-        else:
-            verdict = _with_file_progress(
-                [args.trace], not args.no_progress, lambda report: validate_file(args.trace, report)
-            )
-    except TraceFormatError as exc:
-        print(f"trace: unreadable: {exc}")
-        return EXIT_VIOLATION
-    if verdict.ok:
-        print(f"trace: {verdict.result.events} events validated against the Figure 2 model")
-        return EXIT_OK
-    print(f"trace: {verdict.describe()}")
-    return EXIT_VIOLATION
-
-
-def _run_simulation(
-    args: argparse.Namespace, trace_file: IO[bytes] | None, listener: Any = None
-) -> int:
-    from .sim.simulate import format_summary, run_simulation
-
-    show_progress = not args.no_progress and sys.stderr.isatty() and args.duration >= 30
-    if show_progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} virtual s"),
-            TimeElapsedColumn(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("simulate", total=args.duration)
-            result = run_simulation(
-                args.seed,
-                args.nodes,
-                args.duration,
-                unreliable=args.unreliable,
-                progress=lambda done: bar.update(task, completed=done),
-                trace=trace_file,
-                listener=listener,
-            )
-    else:
-        result = run_simulation(
-            args.seed,
-            args.nodes,
-            args.duration,
-            unreliable=args.unreliable,
-            trace=trace_file,
-            listener=listener,
-        )
-    print(format_summary(result))
-    return EXIT_OK if result.failure is None else EXIT_VIOLATION
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad usage: prints the usage and exits 2
     try:
         if args.command == "simulate":
-            return _simulate(args)
+            return run_simulate(args)
         if args.command == "check":
             return check_cli.run(args)
         if args.command == "validate":

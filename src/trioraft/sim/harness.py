@@ -77,6 +77,7 @@ class Cluster:
         seed: int,
         raft_config: RaftConfig | None,
         storage_dir: str | None = None,
+        snapshot_interval: int = SNAPSHOT_INTERVAL,
     ) -> None:
         self.net = net
         self.storage_dir = storage_dir  # None: Persisters; else a DiskStorage per server
@@ -93,6 +94,7 @@ class Cluster:
         self.last_applied = [0] * n
         self._applier_scopes: list[trio.CancelScope | None] = [None] * n
         self.snapshot = snapshot
+        self.snapshot_interval = snapshot_interval  # applier_snap's, in entries
         # With no-ops on election (Raft §8), command indexes have gaps where
         # no-ops sit: the appliers then check that indexes only increase.
         self.gaps = self._raft_config.noop_on_election
@@ -291,7 +293,7 @@ class Cluster:
                     if m.command_index > 1 and not prevok:
                         err = f"server {i} apply out of order {m.command_index}"
                 self.last_applied[i] = m.command_index
-                if not err and (m.command_index + 1) % SNAPSHOT_INTERVAL == 0:
+                if not err and (m.command_index + 1) % self.snapshot_interval == 0:
                     xlog = [self.logs[i].get(j) for j in range(m.command_index + 1)]
                     rf = self.rafts[i]
                     if rf is not None:
@@ -491,6 +493,7 @@ async def open_cluster(
     raft_config: RaftConfig | None = None,
     tracer: Any = None,
     storage_dir: str | os.PathLike[str] | None = None,
+    snapshot_interval: int = SNAPSHOT_INTERVAL,
 ) -> AsyncIterator[Cluster]:
     """6.824's ``make_config``: start n connected peers; clean up on exit.
 
@@ -527,6 +530,7 @@ async def open_cluster(
                 seed=seed,
                 raft_config=raft_config,
                 storage_dir=None if storage_dir is None else os.fspath(storage_dir),
+                snapshot_interval=snapshot_interval,
             )
             for i in range(n):
                 cfg.start1(i)

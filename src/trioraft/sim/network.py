@@ -209,6 +209,8 @@ class Network:
         self._reliable = True
         self._long_delays = False  # pause a long time on send on a disabled connection
         self._long_reordering = False  # sometimes delay replies a long time
+        self._duplicate = False  # deliver every request a second time, a little later
+        self._delay_requests = False  # hold back some requests a long time
         self._ends: dict[str, SimClientEnd] = {}
         self._enabled: dict[str, bool] = {}  # by end name
         self._servers: dict[str, _Server] = {}  # by server name
@@ -252,6 +254,24 @@ class Network:
     def set_long_reordering(self, yes: bool) -> None:
         """``True`` means sometimes delay replies a long time (200-2200 ms)."""
         self._long_reordering = yes
+
+    def set_duplicate(self, yes: bool) -> None:
+        """``True`` means deliver every delivered request again, 1-200 ms after its reply.
+
+        Not in labrpc.  The copy is handled by the server as a request of its
+        own (the same message id in a trace: a duplicate), and its reply is
+        never delivered: the caller has had its answer.
+        """
+        self._duplicate = yes
+
+    def set_delay_requests(self, yes: bool) -> None:
+        """``True`` means hold back half the requests 200-2200 ms before delivering them.
+
+        Not in labrpc (whose long reordering delays replies): it makes stale
+        requests arrive after newer ones, e.g. an old AppendEntries after a
+        snapshot was installed.
+        """
+        self._delay_requests = yes
 
     def set_long_delays(self, yes: bool) -> None:
         """``True`` means a call on a dead connection fails after up to 7 s (else 100 ms)."""
@@ -307,7 +327,13 @@ class Network:
         self._count += 1
         self._bytes += len(req.args)
         route = self._route(req)
-        if route is None or not self._reliable or self._long_reordering:
+        if (
+            route is None
+            or not self._reliable
+            or self._long_reordering
+            or self._duplicate
+            or self._delay_requests
+        ):
             self._requests.start_soon(self._process_req, req, route)
         else:
             self._serve_now(req, route)
@@ -448,6 +474,8 @@ class Network:
         try:
             reliable = self._reliable
             long_reordering = self._long_reordering
+            duplicate = self._duplicate
+            delay_requests = self._delay_requests
             rng = self._rng
 
             if route is None:
@@ -463,6 +491,10 @@ class Network:
                 if rng.randrange(1000) < DROP_PER_MILLE:
                     req.fate = ("request", "lost")
                     return  # drop the request, return as if timeout
+            if delay_requests and rng.randrange(2):
+                await trio.sleep(_long_delay(rng) / 1000)
+                if self._is_server_dead(route.endname, route.servername, route.server):
+                    return  # the link went down meanwhile: lost
 
             result = self._execute(req, route)
             if inspect.isawaitable(result):
@@ -475,14 +507,35 @@ class Network:
                 return  # drop the reply, return as if timeout
             if long_reordering and rng.randrange(REORDER_OUT_OF) < REORDER_BELOW:
                 # delay the response for a while
-                ms = REORDER_MIN + rng.randrange(1 + rng.randrange(REORDER_SPREAD))
                 req.fate = ("reply", "network closed")  # if cleanup() cuts the delay short
-                await trio.sleep(ms / 1000)
+                await trio.sleep(_long_delay(rng) / 1000)
             self._deliver(req, route, reply)
+            if duplicate:
+                self._requests.start_soon(self._deliver_again, req, route)
         finally:
             # Wakes the caller; with no reply set it sees a lost RPC.  This also covers
             # cleanup() cancelling us mid-sleep, and a handler that raised.
             self._finish(req)
+
+    async def _deliver_again(self, req: _Request, route: _Route) -> None:
+        """A duplicate of a request already answered: handled again, its reply lost.
+
+        It comes after the caller has its answer (at least 1 ms later, so in
+        virtual time the caller has run), as a copy the network kept would.
+        """
+        await trio.sleep((1 + self._rng.randrange(200)) / 1000)
+        if self._is_server_dead(route.endname, route.servername, route.server):
+            return
+        copy = _Request(req.endname, req.method, req.args)
+        copy.trace_id = req.trace_id
+        result = self._execute(copy, route)
+        if inspect.isawaitable(result):
+            await self._await_handler(copy, route, result)
+
+
+def _long_delay(rng: random.Random) -> int:
+    """labrpc's long reordering delay in ms: 200 + rand(1 + rand(2000))."""
+    return REORDER_MIN + rng.randrange(1 + rng.randrange(REORDER_SPREAD))
 
 
 @asynccontextmanager
