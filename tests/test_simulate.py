@@ -1,0 +1,308 @@
+"""``trioraft simulate``: schedules as data, the fault injector, the phases' checks,
+reproducibility, sweeps, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+
+from schedules import run, schedules
+from trioraft.cli import main
+from trioraft.determinism import seed_scheduler
+from trioraft.sim.faults import FaultInjector
+from trioraft.sim.harness import open_cluster
+from trioraft.sim.schedule import (
+    Fault,
+    Schedule,
+    ScheduleError,
+    draw_schedule,
+    dump_schedule,
+    load_schedule,
+)
+from trioraft.sim.simulate import check_history
+from trioraft.sim.sweep import SweepOptions, parse_seeds, sweep
+from trioraft.sim.watchdog import Stalled, Watchdog
+
+REGRESSIONS = Path(__file__).resolve().parent.parent / "traces" / "regressions"
+
+# ------------------------------------------------------------------ schedules as data
+
+
+@given(schedules(duration=30.0, max_faults=20))
+@settings(max_examples=200, deadline=None)
+def test_a_schedule_reads_back_as_written(schedule: Schedule) -> None:
+    assert load_schedule(dump_schedule(schedule)) == schedule
+
+
+def test_drawn_schedules_depend_only_on_their_arguments() -> None:
+    a = draw_schedule(7, 5, 60.0)
+    assert a == draw_schedule(7, 5, 60.0)
+    assert a != draw_schedule(8, 5, 60.0)
+    kinds = {f.kind for seed in range(20) for f in draw_schedule(seed, 5, 60.0).faults}
+    assert kinds == {
+        "crash",
+        "isolate",
+        "partition",
+        "one_way",
+        "unreliable",
+        "long_reordering",
+        "long_delays",
+        "duplicate",
+    }
+
+
+def test_drawn_schedules_cut_off_at_most_a_minority() -> None:
+    for seed in range(50):
+        s = draw_schedule(seed, 5, 60.0)
+        for f in s.faults:
+            at = f.at
+            cut = sum(
+                len(g.side) if g.kind == "partition" else 1
+                for g in s.faults
+                if g.kind in ("crash", "isolate", "partition") and g.at <= at < g.end
+            )
+            assert cut <= 2, (seed, at)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d.update(nodes=0), "nodes: must be at least 1"),
+        (lambda d: d.update(duration=-1), "duration: must be a positive"),
+        (lambda d: d.pop("seed"), "seed: missing"),
+        (lambda d: d.update(version=9), "version: expected 1"),
+        (lambda d: d.update(colour="red"), "colour: unknown field"),
+        (lambda d: d["faults"].append({"kind": "meteor", "at": 1, "for": 1}), "faults[0].kind"),
+        (
+            lambda d: d["faults"].append({"kind": "crash", "at": 1, "for": 1, "node": 7}),
+            "faults[0].node: must be a node number 0-2",
+        ),
+        (
+            lambda d: d["faults"].append({"kind": "crash", "at": 1, "for": 0, "node": 1}),
+            "faults[0].for: must be a positive",
+        ),
+        (
+            lambda d: d["faults"].append({"kind": "one_way", "at": 1, "for": 1, "from": 0}),
+            "faults[0].to: missing",
+        ),
+        (
+            lambda d: d["faults"].append({"kind": "partition", "at": 1, "for": 1, "side": []}),
+            "faults[0].side: a partition needs",
+        ),
+    ],
+)
+def test_a_malformed_schedule_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: object, field: str
+) -> None:
+    data = json.loads(dump_schedule(Schedule(seed=1, nodes=3, duration=5.0)))
+    change(data)  # type: ignore[operator]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    assert main(["simulate", "--schedule", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: " in err and field in err and "Traceback" not in err
+
+
+def test_a_schedule_that_is_not_json_exits_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"version": 1,\n  "seed": }')
+    assert main(["simulate", "--schedule", str(path)]) == 2
+    assert f"{path}:2: not JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", "5-1"], "is empty"),
+        (["--seeds", "a-b"], "expected a seed range"),
+        (["--seeds", "1-2", "--trace", "x"], "cannot be combined"),
+    ],
+)
+def test_impossible_sweeps_exit_2_with_the_reason(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["simulate", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unwritable_trace_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--nodes", "3", "--duration", "2", "--trace", "/dev/full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "trioraft simulate: cannot write the trace to /dev/full: No space left on device"
+    ]
+
+
+# ------------------------------------------------------------------ the fault injector
+
+
+async def test_faults_compose_and_end_independently() -> None:
+    async with open_cluster(3, seed=1) as cfg:
+        injector = FaultInjector(cfg, lambda: None)
+        injector.heal()
+        one_way = Fault("one_way", 0, 1, source=0, target=1)
+        injector.begin(one_way)
+        assert not injector.link(0, 1) and injector.link(1, 0)  # 1 does not hear 0
+        partition = Fault("partition", 0, 1, side=(2,))
+        injector.begin(partition)
+        assert not any(injector.link(2, j) or injector.link(j, 2) for j in (0, 1))
+        assert not injector.can_lead(1)  # it reaches 0, but 0 does not reach it: no majority
+        injector.end(partition)
+        assert injector.link(2, 0) and not injector.link(0, 1)
+        first = Fault("crash", 0, 1, node=1)
+        second = Fault("crash", 0, 2, node=1)
+        injector.begin(first)
+        injector.begin(second)
+        injector.end(first)
+        assert cfg.rafts[1] is None  # still held down by the second crash
+        injector.end(second)
+        assert cfg.rafts[1] is not None and injector.up(1)
+        injector.end(one_way)
+        assert all(injector.link(i, j) for i in range(3) for j in range(3))
+
+
+# ------------------------------------------------------------------ the phases' checks
+
+
+def test_the_history_check_names_each_kind_of_loss() -> None:
+    good = [{1: 10, 2: 11, 3: 12}, {1: 10, 2: 11, 3: 12}]
+    submitted = {10, 11, 12}
+    assert check_history(submitted, {10: 1, 12: 3}, good, 3) is None
+    assert "peer 1 never applied index 3" in str(
+        check_history(submitted, {}, [good[0], {1: 10, 2: 11}], 3)
+    )
+    assert "the logs differ at index 2" in str(
+        check_history(submitted, {}, [good[0], {1: 10, 2: 12, 3: 12}], 3)
+    )
+    assert "which no client submitted" in str(check_history({10, 11}, {}, good, 3))
+    twice = [{1: 10, 2: 11, 3: 10}] * 2
+    assert "in the log twice" in str(check_history(submitted, {}, twice, 3))
+    assert "acknowledged as committed at index 2" in str(
+        check_history(submitted | {13}, {13: 2}, good, 3)
+    )
+
+
+def test_a_livelock_is_a_failure_not_a_hang() -> None:
+    async def spin() -> None:
+        with watchdog.guard():
+            while True:  # wakes itself for ever, never letting virtual time move
+                await trio.lowlevel.checkpoint()
+
+    watchdog = Watchdog(max_steps=5_000, name="the spinner")
+    seed_scheduler(1)
+    with pytest.raises(Stalled, match="the spinner livelocked: 5,000 scheduler steps"):
+        trio.run(spin, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[watchdog])
+
+
+# ------------------------------------------------------------------ runs
+
+
+def test_a_run_passes_every_phase_and_reports_them() -> None:
+    result = run(draw_schedule(11, 5, 20.0))
+    assert result.ok, result.failure
+    assert result.phase == "history" and result.heal_time is not None
+    assert result.acknowledged > 50 and result.committed >= result.acknowledged
+    assert {w.split()[0] for _, w in result.faults} >= {"crash", "one_way"}
+
+
+@pytest.mark.parametrize("path", sorted(REGRESSIONS.glob("*.json")), ids=lambda p: p.stem)
+def test_regression_schedules_pass(path: Path) -> None:
+    result = run(load_schedule(path.read_text(), str(path)))
+    assert result.ok, f"{path}: {result.failure}"
+
+
+@given(schedules())
+@settings(max_examples=25, deadline=None)
+def test_any_fault_schedule_keeps_raft_safe_and_heals(schedule: Schedule) -> None:
+    """One trio.run per example, in virtual time with seeded scheduling: every check
+    (live validation, appliers, heal, stability, history) holds whatever the faults."""
+    result = run(schedule)
+    assert result.ok, f"{result.failure}\nschedule: {dump_schedule(schedule)}"
+
+
+def _simulate_trace(tmp_path: Path, name: str, *args: str) -> bytes:
+    path = tmp_path / name
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trioraft",
+            "simulate",
+            "--nodes",
+            "3",
+            "--duration",
+            "6",
+            "--trace",
+            str(path),
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return path.read_bytes()
+
+
+def test_same_seed_same_trace_and_a_saved_schedule_replays_it(tmp_path: Path) -> None:
+    """Byte-identical traces from separate processes: the seed twice, then the schedule."""
+    saved = tmp_path / "s.json"
+    first = _simulate_trace(
+        tmp_path, "a", "--seed", "9", "--unreliable", "--save-schedule", str(saved)
+    )
+    assert first == _simulate_trace(tmp_path, "b", "--seed", "9", "--unreliable")
+    assert first == _simulate_trace(tmp_path, "c", "--schedule", str(saved))
+    assert first != _simulate_trace(tmp_path, "d", "--seed", "10", "--unreliable")
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+def test_a_sweep_in_worker_processes_sums_up(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "simulate",
+                "--seeds",
+                "1-4",
+                "--jobs",
+                "2",
+                "--nodes",
+                "3",
+                "--duration",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "seeds 1-4" in out and "runs              4 of 4, 0 violation(s)" in out
+    for row in ("leader changes", "commits", "failover", "heal to a leader", "runs per wall"):
+        assert row in out
+
+
+def test_sweeps_give_the_same_runs_in_workers_and_here() -> None:
+    options = SweepOptions(nodes=3, duration=4.0)
+    here = sweep(range(1, 4), options, jobs=1).runs
+    there = sweep(range(1, 4), options, jobs=2).runs
+    strip = [(r.seed, r.failure, r.leader_changes, r.commits, r.failovers) for r in here]
+    assert strip == [(r.seed, r.failure, r.leader_changes, r.commits, r.failovers) for r in there]
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("3-5") == range(3, 6) and parse_seeds("7") == range(7, 8)
+    with pytest.raises(ValueError, match="empty"):
+        parse_seeds("5-4")
+
+
+def test_a_schedule_error_is_a_value_error() -> None:
+    with pytest.raises(ScheduleError):
+        Schedule(seed=-1, nodes=3, duration=1.0)
