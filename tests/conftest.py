@@ -29,6 +29,7 @@ import trio.testing
 
 from trioraft.determinism import seed_scheduler
 from trioraft.sim.harness import default_storage_dir, default_tracer
+from trioraft.sim.watchdog import Watchdog
 from trioraft.trace import TraceRecorder
 from trioraft.validate import validate_recorded
 
@@ -57,6 +58,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the default) or DiskStorage directories (disk)",
     )
     group.addoption(
+        "--wall-limit",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="fail a trio test that runs longer than this on the wall clock (default 300)",
+    )
+    group.addoption(
         "--seed",
         type=int,
         default=1,
@@ -68,12 +76,27 @@ def _test_seed(config: pytest.Config, nodeid: str) -> int:
     return (config.getoption("--seed") * 1_000_003 + zlib.crc32(nodeid.encode())) % 2**32
 
 
-def _make_runner(real_clock: bool, seed: int) -> Callable[..., Any]:
+def _make_runner(
+    real_clock: bool, seed: int, name: str, wall_limit: float
+) -> Callable[..., Any]:
+    """pytest-trio's run function for one test: seeded, in virtual time, watched.
+
+    The watchdog fails the test, by name, when it livelocks (scheduler steps
+    go on while virtual time stands still) or runs past ``wall_limit`` wall
+    seconds: a failure, never a hang.
+    """
+
     def run(fn: Callable[[], Any], *, clock: Any = None, instruments: Any = ()) -> Any:
         seed_scheduler(seed)
         if clock is None and not real_clock:
             clock = trio.testing.MockClock(autojump_threshold=0)
-        return trio.run(fn, clock=clock, instruments=instruments)
+        watchdog = Watchdog(wall_limit=wall_limit, name=name)
+
+        async def watched() -> Any:
+            with watchdog.guard():
+                return await fn()
+
+        return trio.run(watched, clock=clock, instruments=(*instruments, watchdog))
 
     return run
 
@@ -88,7 +111,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fn = getattr(item, "obj", None)
         if fn is not None and inspect.iscoroutinefunction(fn):
             seed = _test_seed(config, item.nodeid)
-            item.add_marker(pytest.mark.trio(run=_make_runner(real_clock, seed)))
+            limit = config.getoption("--wall-limit")
+            runner = _make_runner(real_clock, seed, item.nodeid, limit)
+            item.add_marker(pytest.mark.trio(run=runner))
 
 
 @pytest.fixture

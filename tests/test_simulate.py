@@ -306,3 +306,16 @@ def test_parse_seeds() -> None:
 def test_a_schedule_error_is_a_value_error() -> None:
     with pytest.raises(ScheduleError):
         Schedule(seed=-1, nodes=3, duration=1.0)
+
+
+def test_a_livelocked_trio_test_fails_by_name() -> None:
+    """The suite's runner (conftest) stops a test whose tasks spin in virtual time."""
+    from conftest import _make_runner
+
+    async def spin() -> None:
+        while True:
+            await trio.lowlevel.checkpoint()
+
+    runner = _make_runner(False, 1, "tests/test_x.py::test_spin", 300.0)
+    with pytest.raises(Stalled, match=r"tests/test_x.py::test_spin livelocked"):
+        runner(spin)
