@@ -55,7 +55,8 @@ def main() -> None:
     heal = sweep(range(1, 1 + args.heal_seeds), options, jobs=args.jobs, stop_at_failure=False)
     times = sorted(r.heal_time for r in heal.runs if r.heal_time is not None)
     print(
-        f"(b) heal phase, time to a leader over {len(times)} seeds: median {statistics.median(times):.3f} s, "
+        f"(b) heal phase, time to a leader over {len(times)} seeds: "
+        f"median {statistics.median(times):.3f} s, "
         f"p99 {times[int(0.99 * (len(times) - 1))]:.3f} s, max {times[-1]:.3f} s; "
         f"{sum(1 for t in times if t == 0)} runs had a leader when the faults ended"
     )
