@@ -81,6 +81,9 @@ async def test_state_is_the_state_after_the_event(seed: int) -> None:
             assert state["role"] == "candidate" and state["voted_for"] == event["node"]
         elif event["event"] == "term_update":
             assert state["term"] == event["new_term"] and state["voted_for"] is None
+            assert state["role"] == "follower"  # a step-down's become_follower follows
+        elif event["event"] == "become_follower":
+            assert state["role"] == "follower"
         elif event["event"] == "commit":
             assert state["commit_index"] == event["index"]
         elif event["event"] == "apply":

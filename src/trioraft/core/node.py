@@ -662,8 +662,7 @@ class RaftNode:
             self.current_term = term
             self.voted_for = None
             self._term_or_vote_changed = self._hard_changed = True
-            self._note("term_update", new_term=term)
-            self._become_follower()
+            self._become_follower(new_term=True)
 
     def _accept_leader(self, leader_id: int) -> None:
         """A valid AppendEntries/InstallSnapshot of the current term arrived."""
@@ -673,11 +672,17 @@ class RaftNode:
         self.leader_id = leader_id
         self._reset_election_timer()
 
-    def _become_follower(self) -> None:
+    def _become_follower(self, *, new_term: bool = False) -> None:
+        """Convert to follower; ``new_term``: because a higher term was just seen
+        (its ``term_update`` event is recorded with the role already a follower's,
+        the state Figure 2 gives the node, before the step-down's own event)."""
         was_leader = self.role is Role.LEADER
+        stepped_down = self.role is not Role.FOLLOWER
         self._fail_reads()
-        if self.role is not Role.FOLLOWER:
-            self.role = Role.FOLLOWER
+        self.role = Role.FOLLOWER
+        if new_term:
+            self._note("term_update", new_term=self.current_term)
+        if stepped_down:
             self._note("become_follower")
         self.leader_id = None
         self.votes = set()

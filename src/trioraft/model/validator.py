@@ -26,6 +26,11 @@ events and steps were replayed and the first :class:`Violation`, if any.
   last_term, and the snapshot the trace said it took), and every invariant of
   the registry (:data:`~.invariants.INVARIANTS`) must hold (evaluated on what
   the step changed by :class:`~.incremental.Watch`, worded by the registry).
+- **Every other event's state** is checked where it happens (``_check_event``):
+  the fields the event changes (:data:`EVENT_CHANGES`) must be the model's at
+  that point of the step, the rest as the node's previous event logged them;
+  ``receive``, ``send``, ``persist``, ``synced`` and ``timeout`` change nothing
+  (:data:`UNCHANGING`).  Rules ``event state: <event>``.
 - **Streaming**: :class:`Validator` takes one event at a time and holds one
   step, so any length of trace validates in bounded memory; :func:`validate`
   runs it over a sequence.
@@ -72,6 +77,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from .actions import (
@@ -163,6 +169,50 @@ KNOWN_EVENTS = STARTERS | FOLLOW_UPS | {"send"}
 
 _new = tuple.__new__
 
+STATE_FIELDS = (
+    "term",
+    "role",
+    "voted_for",
+    "commit_index",
+    "last_applied",
+    "last_index",
+    "last_term",
+    "snapshot_index",
+    "snapshot_term",
+)
+"""The fields of an event's ``state`` (spec/TRACE.md)."""
+
+UNCHANGING = frozenset({"receive", "send", "persist", "synced", "timeout"})
+"""Events whose logged state is the node's state before them: nothing changes at
+a ``receive`` (logged before the message is handled), a ``send``, a ``persist`` or
+``synced``, or a ``timeout`` (logged before ``become_candidate``)."""
+
+EVENT_CHANGES: Mapping[str, tuple[str, ...]] = {
+    "term_update": ("term", "role", "voted_for"),
+    "become_follower": ("role",),
+    "become_candidate": ("term", "role", "voted_for"),
+    "become_leader": ("role",),
+    "vote": ("voted_for",),
+    "append": ("last_index", "last_term"),
+    "client_request": ("last_index", "last_term"),
+    "noop": ("last_index", "last_term"),
+    "commit": ("commit_index",),
+    "apply": ("last_applied",),
+    "apply_snapshot": ("last_applied",),
+    "snapshot": ("snapshot_index", "snapshot_term"),
+    "install_snapshot": (
+        "commit_index",
+        "last_index",
+        "last_term",
+        "snapshot_index",
+        "snapshot_term",
+    ),
+    "init": STATE_FIELDS,
+}
+"""The state fields each other event may change (to the model's values at that
+point of the step); the rest are as the node's previous event left them.  A
+``crash``'s state is compared with the model's whole server when it happens."""
+
 
 class Violation(NamedTuple):
     """The first event the model does not allow: where, which rule, and how."""
@@ -243,6 +293,110 @@ class _SnapshotSent(NamedTuple):
 
 
 _FRESH = _Durable(0, NOBODY, (), 0, 0)
+
+
+# ----------------------------------------------------------------- per-event state
+
+
+def _logged_vote(s: Server) -> int | None:
+    return None if s.voted_for == NOBODY else s.voted_for
+
+
+def _last_term(s: Server) -> int:
+    log = s.log
+    return log[-1].term if log else 0
+
+
+def _logged_state(s: Server) -> tuple[Any, ...]:
+    """Server ``s`` as a trace logs it (:data:`STATE_FIELDS`)."""
+    return (
+        s.current_term,
+        ROLE_NAMES[s.role],
+        _logged_vote(s),
+        s.commit_index,
+        s.last_applied,
+        len(s.log),
+        _last_term(s),
+        s.snapshot_index,
+        snapshot_term(s),
+    )
+
+
+_EXPECTED: Mapping[str, Callable[[Server], tuple[Any, ...]]] = {
+    # a higher term makes a follower that has voted for nobody yet (a vote may follow)
+    "term_update": lambda s: (s.current_term, ROLE_NAMES[s.role], None),
+    "become_follower": lambda s: (ROLE_NAMES[s.role],),
+    "become_candidate": lambda s: (s.current_term, ROLE_NAMES[s.role], _logged_vote(s)),
+    "become_leader": lambda s: (ROLE_NAMES[s.role],),
+    "vote": lambda s: (_logged_vote(s),),
+    "append": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
+    "client_request": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
+    "noop": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
+    "commit": lambda s: (s.commit_index,),
+    "apply": lambda s: (s.last_applied,),
+    "apply_snapshot": lambda s: (s.last_applied,),
+    "snapshot": lambda s: (s.snapshot_index, snapshot_term(s)),
+    "install_snapshot": lambda s: (
+        s.commit_index,
+        len(s.log),
+        _last_term(s),
+        s.snapshot_index,
+        snapshot_term(s),
+    ),
+    "init": _logged_state,
+}
+"""The model's values, at the event, of the fields :data:`EVENT_CHANGES` names."""
+
+
+def _tuple_getter(fields: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """``itemgetter(*fields)`` that always returns a tuple."""
+    if len(fields) > 1:
+        return itemgetter(*fields)
+    if fields:
+        field = fields[0]
+        return lambda d: (d[field],)
+    return lambda d: ()
+
+
+_EVENT_CHECKS: Mapping[
+    str,
+    tuple[
+        Callable[[Any], tuple[Any, ...]],
+        Callable[[Any], tuple[Any, ...]],
+        Callable[[Server], tuple[Any, ...]],
+    ],
+] = {
+    name: (
+        _tuple_getter([f for f in STATE_FIELDS if f not in changes]),
+        _tuple_getter(changes),
+        _EXPECTED[name],
+    )
+    for name, changes in EVENT_CHANGES.items()
+}
+"""Per event of :data:`EVENT_CHANGES`: the fields it keeps, the fields it sets, and
+the model's values of the latter."""
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _event_lie(
+    rule: str, state: Mapping[str, Any], before: Mapping[str, Any] | None, changes: Sequence[str]
+) -> _Broken:
+    """An event's logged state changes a field it does not change: which."""
+    for field in STATE_FIELDS:
+        if field in changes:
+            continue
+        was = before.get(field) if before is not None else None
+        now = state.get(field)
+        if was != now:
+            return _Broken(
+                rule, f"{field} {_show(was)} (as before the event)", f"{field} {_show(now)}"
+            )
+    extra = sorted(set(state) ^ set(before or {}))  # fields no trace state has
+    return _Broken(rule, f"the state as before the event (fields {extra})", "other fields")
+
 
 # ----------------------------------------------------------------- public entry point
 
@@ -523,6 +677,9 @@ class _Replay:
         # `cut` instead of raised.
         self.cut_ok = False
         self.cut: _Broken | None = None
+        # Per node: the logged state of its last event (of its last step, between
+        # steps): what an event that changes nothing must log again.
+        self.last_state: list[Mapping[str, Any] | None] = [None] * nodes
         self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
         self.reign: list[Server | None] = [None] * nodes  # last self as leader
         self.entries: dict[tuple[int, str], Entry] = {}  # interned entries
@@ -574,12 +731,18 @@ class _Replay:
         ):
             self.changed_at[node] = self.steps
         if node >= 0 and name != "crash":
+            last = events[end - 1]
             try:
-                self._compare(node, events[end - 1]["state"], rule)
+                self._compare(node, last["state"], rule)
             except _Broken as broken:
                 if not self.cut_ok or name == "init":  # (an init is whole, or torn away)
                     raise
-                self.cut = broken  # cut short by a crash: its follow-ups are missing
+                # Cut short by a crash: its follow-ups are missing, but the events
+                # that were written must still be true, the last one included.
+                prior = events[end - 2]["state"] if end - start > 1 else self.last_state[node]
+                self._check_event(last, prior)
+                self.cut = broken
+            self.last_state[node] = last["state"]
             s = self.state.servers[node]
             if s.role == LEADER:
                 self.reign[node] = s
@@ -590,7 +753,15 @@ class _Replay:
     def _follow_ups(
         self, events: Sequence[Event], start: int, end: int, reply: Message | None = None
     ) -> None:
-        """Check (or take) the follow-up events of a step against the model."""
+        """Check (or take) the follow-up events of a step against the model, and the
+        logged state of every event but the last (compared whole after the step)."""
+        last = end - 1
+        if start < last:
+            self.at = start
+            starter = events[start]
+            before = self.last_state[starter["node"]]
+            if starter["event"] not in UNCHANGING or starter["state"] != before:
+                self._check_event(starter, before)
         for k in range(start + 1, end):
             self.at = k
             e = events[k]
@@ -613,6 +784,38 @@ class _Replay:
                 self._noop(events, k)
             else:
                 self._check_follow_up(e, i, name, reply)
+            if k < last:
+                before = events[k - 1]["state"]
+                if name not in UNCHANGING or e["state"] != before:  # (the common case inline)
+                    self._check_event(e, before)
+
+    def _check_event(self, e: Event, before: Mapping[str, Any] | None) -> None:
+        """The state an event logs, at that point of its step: an event of
+        :data:`UNCHANGING` logs ``before`` (its node's previous event's state)
+        again; any other sets the fields :data:`EVENT_CHANGES` names to the
+        model's values (the model has taken the event's action) and keeps the
+        rest as ``before``.  Only those fields are compared: no dict is built."""
+        name = e["event"]
+        state = e["state"]
+        if name in UNCHANGING:
+            if state != before:
+                raise _event_lie(f"event state: {name} changes nothing", state, before, ())
+            return
+        check = _EVENT_CHECKS.get(name)
+        if check is None:
+            return  # a crash: its state is compared with the model's as it happens
+        kept, changed, expected = check
+        if kept(state) != kept(before):
+            raise _event_lie(f"event state: {name}", state, before, EVENT_CHANGES[name])
+        model = expected(self.state.servers[e["node"]])
+        logged = changed(state)
+        if logged != model:
+            field, want, got = next(
+                (f, w, g)
+                for f, w, g in zip(EVENT_CHANGES[name], model, logged, strict=True)
+                if w != g
+            )
+            raise _Broken(f"event state: {name}", f"{field} {_show(want)}", f"{field} {_show(got)}")
 
     def _check_follow_up(self, e: Event, i: int, name: str, reply: Message | None) -> None:
         s = self.state.servers[i]
