@@ -862,3 +862,23 @@ async def test_a_snapshot_trace_cut_inside_any_snapshot_step_is_valid(seed: int)
     for k in cuts:
         result = cut_at(header, events, k)
         assert result.violation is None, f"cut after event {k}: {result.violation.describe()}"
+
+
+def test_version_2_traces_keep_their_own_term_update() -> None:
+    """Before version 3 a node's term_update kept the role it had (become_follower set
+    it); such traces still validate under their version, and are lies under version 3."""
+    header, events = split_votes()
+    old = copy.deepcopy(events)
+    before: dict[int, str] = {}
+    changed = 0
+    for e in old:
+        state = e.get("state")
+        if state is None:
+            continue
+        if e["event"] == "term_update" and before.get(e["node"], "follower") != "follower":
+            state["role"] = before[e["node"]]
+            changed += 1
+        before[e["node"]] = state["role"]
+    assert changed > 0  # the run has leaders or candidates stepping down
+    assert_valid({**header, "version": 2}, old, mode="incremental")
+    rejected({**header, "version": 3}, old, "event state: term_update")

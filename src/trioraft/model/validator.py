@@ -376,6 +376,17 @@ _EVENT_CHECKS: Mapping[
 """Per event of :data:`EVENT_CHANGES`: the fields it keeps, the fields it sets, and
 the model's values of the latter."""
 
+_LEGACY_EVENT_CHECKS = {
+    **_EVENT_CHECKS,
+    "term_update": (
+        _tuple_getter([f for f in STATE_FIELDS if f not in ("term", "voted_for")]),
+        _tuple_getter(("term", "voted_for")),
+        lambda s: (s.current_term, None),
+    ),
+}
+"""Traces of versions 1 and 2 logged ``term_update`` with the node's role before it
+(``become_follower`` then set it): there it sets the term and clears the vote only."""
+
 
 def _show(value: Any) -> str:
     return "null" if value is None else str(value)
@@ -452,6 +463,8 @@ class Validator:
         if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
             raise TraceError(0, 1, f"header field 'nodes' must be a positive integer: {nodes!r}")
         self._replay = _Replay(nodes, invariants, mode)
+        if header.get("version") in (1, 2):
+            self._replay.event_checks = _LEGACY_EVENT_CHECKS
         self._step: list[Event] = []
         self._lines: list[int | None] = []
         self._done = 0  # events of the steps replayed so far
@@ -628,6 +641,8 @@ def _as_synced(synced: str, later: Iterable[str]) -> str:
 class _Replay:
     """The model state and what the trace has told so far (ids, saved state)."""
 
+    event_checks = _EVENT_CHECKS  # the per-event rules of the trace's version
+
     def __init__(self, nodes: int, invariants: tuple[Invariant, ...], mode: str) -> None:
         self.n = nodes
         self.state: State = initial_state(nodes)
@@ -801,7 +816,7 @@ class _Replay:
             if state != before:
                 raise _event_lie(f"event state: {name} changes nothing", state, before, ())
             return
-        check = _EVENT_CHECKS.get(name)
+        check = self.event_checks.get(name)
         if check is None:
             return  # a crash: its state is compared with the model's as it happens
         kept, changed, expected = check

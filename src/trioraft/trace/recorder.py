@@ -27,10 +27,11 @@ import msgspec
 import trio
 
 TRACE_FORMAT = "trioraft-trace"
-TRACE_VERSION = 2
+TRACE_VERSION = 3
 """Version 2 adds the ``noop`` event and replies sent in a later step than their
-request's (spec/TRACE.md); a reader reads every version up to this one."""
-READABLE_VERSIONS = frozenset({1, 2})
+request's; version 3 logs ``term_update`` with the node already a follower
+(spec/TRACE.md).  A reader reads every version up to this one."""
+READABLE_VERSIONS = frozenset({1, 2, 3})
 
 current_message_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "trioraft_current_message_id", default=None
