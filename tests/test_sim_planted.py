@@ -4,6 +4,7 @@ corpus under traces/regressions/ holds a schedule that finds each."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,11 @@ def test_a_failing_sweep_saves_the_run_and_prints_its_replay(
         status = main(["simulate", "--seeds", "1-200", "--duration", "20", "--no-progress"])
         out = capsys.readouterr().out
         assert status == 1 and "1 violation(s)" in out
-        schedule = tmp_path / "traces" / "failures" / "seed-1.schedule.json"
-        trace = tmp_path / "traces" / "failures" / "seed-1.ndjson"
+        found = re.search(r"first failure: seed (\d+): chaos phase: the trace violates", out)
+        assert found is not None, out
+        seed = found.group(1)
+        schedule = tmp_path / "traces" / "failures" / f"seed-{seed}.schedule.json"
+        trace = tmp_path / "traces" / "failures" / f"seed-{seed}.ndjson"
         assert f"replay: trioraft simulate --schedule {schedule.relative_to(tmp_path)}" in out
         assert schedule.exists() and trace.exists()
         # The replay fails the same way, and its trace is the saved one.

@@ -43,7 +43,7 @@ NODE_FAULTS: Final = ("crash", "isolate")
 NETWORK_FAULTS: Final = ("unreliable", "long_reordering", "long_delays", "duplicate")
 FAULT_KINDS: Final = (*NODE_FAULTS, "partition", "one_way", *NETWORK_FAULTS)
 
-DEFAULT_CLIENT_INTERVAL: Final = 0.1
+DEFAULT_CLIENT_INTERVAL: Final = 0.2
 """Seconds between two client commands in a drawn schedule."""
 
 DEFAULT_SNAPSHOT_EVERY: Final = 10

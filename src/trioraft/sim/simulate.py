@@ -47,8 +47,9 @@ from .watchdog import Stalled, Watchdog
 HEAL_LEADER_WITHIN = 5.0
 """Virtual seconds after healing by which a leader must be elected."""
 
-STABILITY = 10.0
-"""Virtual seconds of calm after the heal in which no election may start."""
+STABILITY = 5.0
+"""Virtual seconds of calm after the heal in which no election may start (more than
+eight of the longest election timeouts)."""
 
 LEADER_POLL = 0.01
 """How often the heal phase looks for a leader (virtual seconds)."""
