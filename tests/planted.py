@@ -26,6 +26,11 @@ one, a check that fails with it planted and passes without.
 - ``snapshot-overlap``: a stale AppendEntries whose range starts inside the
   follower's snapshot is trimmed off by one, so the entry at the snapshot index
   is appended after it and every following entry lands one index too far.
+- ``heartbeats-never-reset``: a follower resets its election timer only for a new
+  leader, never for the heartbeats of the one it follows (Figure 2, Followers:
+  "If election timeout elapses without receiving AppendEntries RPC from current
+  leader ..."), so it calls elections nobody needs: a liveness bug only the
+  simulator's stability phase and one 2C test notice.
 """
 
 from __future__ import annotations
@@ -145,11 +150,27 @@ def snapshot_overlap() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def heartbeats_never_reset() -> Iterator[None]:
+    def _accept_leader(self: RaftNode, leader_id: int) -> None:
+        # RaftNode._accept_leader, but only a new leader resets the election timer:
+        # a follower's heartbeats from the leader it already follows never do.
+        if self.role is Role.CANDIDATE:
+            self._become_follower()
+        if self.leader_id != leader_id:
+            self._reset_election_timer()
+        self.leader_id = leader_id
+
+    with mock.patch.object(RaftNode, "_accept_leader", _accept_leader):
+        yield
+
+
 PLANTED: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "double-vote": double_vote,
     "commit-old-term": commit_old_term,
     "skip-after-snapshot": skip_after_snapshot,
     "stale-match-index": stale_match_index,
     "snapshot-overlap": snapshot_overlap,
+    "heartbeats-never-reset": heartbeats_never_reset,
 }
 """Bug name -> a context manager that plants it (and removes it on exit)."""

@@ -111,6 +111,17 @@ def test_a_refused_vote_does_not_reset_the_timer_but_a_granted_one_does() -> Non
     assert b.take_signals()[0] is not None
 
 
+def test_every_heartbeat_of_the_current_leader_resets_the_timer() -> None:
+    # Followers: "If election timeout elapses without receiving AppendEntries RPC
+    # from current leader ... convert to candidate": each one counts, not just the first.
+    b = with_log(1, 3, 1, [])
+    b.take_signals()
+    for _ in range(3):
+        assert b.answer(AppendEntriesArgs(1, 0, 0, 0, (), 0)).success
+        timer, _, _ = b.take_signals()
+        assert timer is not None and timer != DISARMED
+
+
 def test_a_stale_term_is_refused() -> None:
     b = with_log(1, 3, 5, [])
     assert b.answer(RequestVoteArgs(4, 0, 9, 4)) == RequestVoteReply(5, False)

@@ -44,6 +44,7 @@ CORE_CHECKS: dict[str, Callable[[], None]] = {
     ),
     "skip-after-snapshot": snapshot.test_applying_never_goes_backwards_across_a_snapshot,
     "stale-match-index": regressions.test_a_reelected_leader_does_not_commit_on_stale_match_indexes,
+    "heartbeats-never-reset": election.test_every_heartbeat_of_the_current_leader_resets_the_timer,
     "snapshot-overlap": lambda: (
         regressions.test_a_stale_append_across_the_snapshot_is_applied_from_the_snapshot_on(
             log_end=regressions.SNAP, prev=2, end=7

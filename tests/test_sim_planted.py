@@ -24,6 +24,13 @@ FOUND_BY_SWEEPS = ["double-vote", "commit-old-term", "skip-after-snapshot"]
 tens of seeds (bench/bench_planted.py) and have core tests of their own."""
 
 
+def test_the_stability_phase_finds_followers_that_heartbeats_do_not_calm() -> None:
+    with PLANTED["heartbeats-never-reset"]():
+        result = sweep(range(1, 201), SweepOptions(duration=20.0), jobs=1)
+    assert result.failures
+    assert str(result.failures[0].failure).startswith("stability phase: ")
+
+
 @pytest.mark.parametrize("name", FOUND_BY_SWEEPS)
 def test_a_sweep_finds_the_planted_bug(name: str) -> None:
     with PLANTED[name]():
