@@ -8,6 +8,9 @@ import sys
 import pytest
 
 from trioraft.cli import main
+from trioraft.model.check_cli import memory_size
+
+SMALL_CHECK = ["check", "--servers", "2", "--max-term", "2", "--max-log", "1", "--max-msgs", "1"]
 
 
 def test_simulate_prints_a_summary_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,6 +38,9 @@ def test_simulate_is_reproducible(capsys: pytest.CaptureFixture[str]) -> None:
         (["simulate", "--duration", "-1"], "--duration: must be a positive"),
         (["simulate", "--duration", "inf"], "--duration: must be a positive"),
         (["simulate", "--seed", "x"], "--seed: expected a whole number"),
+        (["check", "--max-memory", "2X"], "--max-memory: expected a size such as 2G"),
+        (["check", "--max-memory", "0"], "--max-memory: must be at least 1 byte"),
+        (["check", "--max-states", "-1"], "--max-states: must not be negative"),
         (["simulate", "--frobnicate"], "unrecognized arguments"),
         (["explode"], "invalid choice"),
         ([], "required"),
@@ -67,8 +73,7 @@ def test_check_lists_mutants_and_passes_small_bounds(capsys: pytest.CaptureFixtu
     assert main(["check", "--list-mutants"]) == 0
     names = capsys.readouterr().out.split()
     assert "commit-old-term-by-counting" in names and len(names) >= 5
-    assert main(["check", "--servers", "2", "--max-term", "2", "--max-log", "1",
-                 "--max-msgs", "1"]) == 0  # fmt: skip
+    assert main(SMALL_CHECK) == 0
     assert "no invariant violated" in capsys.readouterr().out
 
 
@@ -83,3 +88,30 @@ def test_check_catches_a_planted_bug(capsys: pytest.CaptureFixture[str]) -> None
 def test_check_refuses_an_unknown_mutant(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--mutant", "no-such-bug"]) == 2
     assert "unknown mutant" in capsys.readouterr().err
+
+
+def test_check_stops_at_max_states_and_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL_CHECK, "--max-states", "100", "--quiet"]) == 3
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert verdict.startswith("INCOMPLETE: stopped at --max-states 100 before exploring every")
+    assert "no invariant violated so far: 100 distinct states," in verdict
+
+
+def test_check_stops_at_max_memory_and_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL_CHECK, "--max-memory", "1M", "--quiet"]) == 3
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert verdict.startswith("INCOMPLETE: stopped at --max-memory 1M (resident memory ")
+
+
+def test_check_without_a_memory_limit_completes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL_CHECK, "--max-memory", "none", "--quiet"]) == 0
+    assert "no invariant violated: 247 distinct states" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2G", 2 << 30), ("512M", 512 << 20), ("1000000", 1_000_000), ("1.5k", 1536),
+     ("2GiB", 2 << 30), ("64 MB", 64 << 20), ("none", None)],
+)  # fmt: skip
+def test_memory_sizes(text: str, size: int | None) -> None:
+    assert memory_size(text) == size

@@ -1,8 +1,10 @@
 """The ``trioraft`` command line.
 
 Exit status: 0 success, 1 a property was violated (the output says which),
-2 bad usage or unreadable input.  No Python traceback reaches the user for
-bad input: argument errors print the usage and the reason.
+2 bad usage or unreadable input, 3 a ``check`` search stopped at a limit
+(``--max-states``, ``--max-memory``) before it explored every state.  No Python
+traceback reaches the user for bad input: argument errors print the usage and
+the reason.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from .model import check_cli
 EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
+EXIT_INCOMPLETE = check_cli.EXIT_INCOMPLETE
+
+EXIT_STATUSES = (
+    "exit status: 0 success, 1 a property was violated, 2 bad usage or unreadable input, "
+    "3 a check stopped at a limit before exploring every state"
+)
 
 _T = TypeVar("_T")
 
@@ -68,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Raft for trio: simulate a cluster in virtual time, validate its execution "
             "traces against the Figure 2 model, model-check the model."
         ),
+        epilog=EXIT_STATUSES,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -110,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             "checking the invariants in each. On a violation, print the shortest "
             "counterexample as a story and exit 1. --mutant plants a known Raft bug."
         ),
+        epilog=check_cli.EXIT_STATUSES,
     )
     check_cli.add_arguments(check)
 
