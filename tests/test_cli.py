@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from trioraft.cli import main
+from trioraft.cli import OutputError, _output_error, main
 from trioraft.model.check_cli import memory_size
 
 SMALL_CHECK = ["check", "--servers", "2", "--max-term", "2", "--max-log", "1", "--max-msgs", "1"]
@@ -115,3 +119,49 @@ def test_check_without_a_memory_limit_completes(capsys: pytest.CaptureFixture[st
 )  # fmt: skip
 def test_memory_sizes(text: str, size: int | None) -> None:
     assert memory_size(text) == size
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"trioraft {metadata.version('trioraft')}\n"
+
+
+def _run(argv: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "trioraft", *argv]
+    return subprocess.run(command, text=True, check=False, **options)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["check", "--list-mutants"], [*SMALL_CHECK, "--quiet"], ["validate", "TRACE"]],
+)
+def test_an_unwritable_stdout_exits_2_naming_it(argv: list[str], tmp_path: Path) -> None:
+    if "TRACE" in argv:
+        trace = tmp_path / "run.ndjson"
+        assert _run(["simulate", "--nodes", "3", "--duration", "2", "--trace", str(trace)],
+                    stdout=subprocess.DEVNULL).returncode == 0  # fmt: skip
+        argv = ["validate", str(trace)]
+    with open("/dev/full", "w") as full:
+        done = _run(argv, stdout=full, stderr=subprocess.PIPE)
+    assert done.returncode == 2
+    assert done.stderr == "trioraft: cannot write standard output: No space left on device\n"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    command = [sys.executable, "-m", "trioraft", "check", "--list-mutants"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child writes: its first write meets a broken pipe
+    assert child.wait() == 0
+    assert child.stderr.read() == b""
+    child.stderr.close()
+
+
+def test_an_output_error_is_found_in_a_trio_exception_group() -> None:
+    error = OutputError("standard output", OSError(28, "No space left on device"))
+    group = BaseExceptionGroup("nursery", [ValueError(), ExceptionGroup("inner", [error])])
+    assert _output_error(group) is error
+    assert _output_error(ExceptionGroup("other", [ValueError()])) is None

@@ -31,9 +31,9 @@ EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 
 EXIT_STATUSES = (
-    "exit status: 0 no invariant violated in the whole space, 1 a violation, 2 bad usage, "
-    "3 the search stopped at --max-states or --max-memory before it explored every state "
-    "(no verdict)"
+    "exit status: 0 no invariant violated in the whole space, 1 a violation, 2 bad usage "
+    "or an unwritable output, 3 the search stopped at --max-states or --max-memory before "
+    "it explored every state (no verdict)"
 )
 
 
