@@ -19,7 +19,7 @@ import pytest
 from trioraft.model import actions as a
 from trioraft.model.actions import Bounds, Step, apply_step, settle, successors, tidy_network
 from trioraft.model.check_cli import add_arguments, run
-from trioraft.model.checker import Fingerprinter, check
+from trioraft.model.checker import MAX_MEMORY, MAX_STATES, Fingerprinter, check, resident_memory
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
 from trioraft.model.mutants import MUTANTS
 from trioraft.model.state import (
@@ -212,9 +212,19 @@ def test_fine_grained_interleaving_gives_the_same_verdicts() -> None:
     assert coarse.states < check(bounds, symmetry=True).states
 
 
-def test_max_states_stops_early() -> None:
+def test_max_states_stops_at_that_many_states() -> None:
     result = check(Bounds(3, 2, 1, 2, 0), max_states=1000)
-    assert result.ok and not result.complete and result.states >= 1000
+    assert result.ok and not result.complete and result.states == 1000
+    assert result.stopped_by == MAX_STATES
+    assert check(Bounds(3, 2, 1, 2, 0), max_states=1).states == 1
+
+
+def test_max_memory_stops_the_search() -> None:
+    result = check(Bounds(3, 2, 1, 2, 0), max_memory=1)
+    assert result.ok and not result.complete and result.stopped_by == MAX_MEMORY
+    assert 0 < resident_memory() < 1 << 40
+    whole = check(Bounds(2, 2, 1, 1, 0), max_states=10**6, max_memory=1 << 40)
+    assert whole.complete and whole.stopped_by is None
 
 
 def test_bounds_are_respected() -> None:

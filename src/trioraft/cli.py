@@ -1,18 +1,24 @@
 """The ``trioraft`` command line.
 
 Exit status: 0 success, 1 a property was violated (the output says which),
-2 bad usage or unreadable input.  No Python traceback reaches the user for
-bad input: argument errors print the usage and the reason.
+2 bad usage, unreadable input or an output that cannot be written, 3 a
+``check`` search stopped at a limit (``--max-states``, ``--max-memory``) before
+it explored every state.  No Python traceback reaches the user for bad input:
+argument errors print the usage and the reason, and an output that cannot be
+written is named in one line (a reader that went away, as with ``| head``,
+ends the command quietly).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from importlib import metadata
+from typing import Any, TextIO, TypeVar, cast
 
 from .certs import add_certs_arguments, run_certs
 from .kv.cli import (
@@ -29,8 +35,25 @@ from .sim.cli import add_simulate_arguments, run_simulate
 EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
+EXIT_INCOMPLETE = check_cli.EXIT_INCOMPLETE
+
+EXIT_STATUSES = (
+    "exit status: 0 success, 1 a property was violated, 2 bad usage, unreadable input or "
+    "an unwritable output, 3 a check stopped at a limit before exploring every state"
+)
 
 _T = TypeVar("_T")
+
+
+def version() -> str:
+    """The installed distribution's version (the package's ``__version__`` if any
+    when it is not installed)."""
+    try:
+        return metadata.version("trioraft")
+    except metadata.PackageNotFoundError:
+        import trioraft
+
+        return str(getattr(trioraft, "__version__", "unknown"))
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -69,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Raft for trio: simulate a cluster in virtual time, validate its execution "
             "traces against the Figure 2 model, model-check the model."
         ),
+        epilog=EXIT_STATUSES,
     )
+    parser.add_argument("--version", action="version", version=f"trioraft {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -97,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
             "checking the invariants in each. On a violation, print the shortest "
             "counterexample as a story and exit 1. --mutant plants a known Raft bug."
         ),
+        epilog=check_cli.EXIT_STATUSES,
     )
     check_cli.add_arguments(check)
 
@@ -233,31 +259,99 @@ def _with_file_progress(paths: list[str], allowed: bool, run: Callable[[Any], _T
         return run(lambda done, total: bar.update(task, completed=done, total=total))
 
 
+class OutputError(Exception):
+    """Writing to ``name`` failed with ``error`` (not an OSError, so that the
+    commands' own handlers of OSError leave it alone)."""
+
+    def __init__(self, name: str, error: OSError) -> None:
+        super().__init__(f"cannot write {name}: {error.strerror or error}")
+        self.name = name
+        self.error = error
+
+
+class _GuardedOutput:
+    """A text stream whose write errors become :class:`OutputError` naming it."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise OutputError(self._name, exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise OutputError(self._name, exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _output_error(exc: BaseException) -> OutputError | None:
+    """The OutputError that ``exc`` is or (in an exception group, from trio) holds."""
+    if isinstance(exc, OutputError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _output_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _discard_output(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so that what is left in its
+    buffer cannot fail again when the interpreter flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # bad usage: prints the usage and exits 2
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _GuardedOutput(stdout, "standard output"))
     try:
-        if args.command == "simulate":
-            return run_simulate(args)
-        if args.command == "check":
-            return check_cli.run(args)
-        if args.command == "validate":
-            return _validate(args)
-        if args.command == "certs":
-            return run_certs(args)
-        if args.command == "serve":
-            return run_serve(args)
-        if args.command == "kv":
-            return run_kv(args)
-        if args.command == "status":
-            return run_status(args)
+        status = _run(build_parser(), argv)
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print("trioraft: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`); nothing more to say.
-        sys.stderr.close()
-        return EXIT_OK
+    except (OutputError, BaseExceptionGroup) as exc:
+        error = _output_error(exc)
+        if error is None:
+            raise
+        _discard_output(stdout)
+        if error.error.errno == errno.EPIPE:
+            return EXIT_OK  # the reader went away (e.g. `| head`); nothing more to say
+        print(f"trioraft: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        sys.stdout = stdout
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)  # bad usage: prints the usage and exits 2
+    if args.command == "simulate":
+        return run_simulate(args)
+    if args.command == "check":
+        return check_cli.run(args)
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "certs":
+        return run_certs(args)
+    if args.command == "serve":
+        return run_serve(args)
+    if args.command == "kv":
+        return run_kv(args)
+    if args.command == "status":
+        return run_status(args)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
 

@@ -1,17 +1,26 @@
 """``trioraft check``: explore the Figure 2 model exhaustively within bounds.
 
-Exit status: 0 no invariant violated, 1 a violation (the shortest
-counterexample is printed as a numbered story), 2 bad usage.
+Exit status: 0 no invariant violated in the whole space, 1 a violation (the
+shortest counterexample is printed as a numbered story), 2 bad usage, 3 the
+search stopped at a limit (``--max-states``, ``--max-memory``) before it
+explored every state: no violation so far, but no verdict either.
+
+``--max-memory`` defaults to half the machine's physical memory (or of the
+cgroup's limit, if lower): a big search then ends with exit 3 and its figures
+instead of swapping the machine to a halt or being killed for memory, and
+leaves room for the rest of the machine's work.  ``--max-memory none`` lifts it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from typing import TextIO
 
 from .actions import Bounds
-from .checker import CheckResult, Progress, check
+from .checker import MAX_STATES, CheckResult, Progress, check, resident_memory
 from .invariants import INVARIANTS_BY_NAME
 from .mutants import MUTANTS, NEEDS_SNAPSHOTS
 from .story import format_trace
@@ -19,6 +28,13 @@ from .story import format_trace
 EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+EXIT_STATUSES = (
+    "exit status: 0 no invariant violated in the whole space, 1 a violation, 2 bad usage "
+    "or an unwritable output, 3 the search stopped at --max-states or --max-memory before "
+    "it explored every state (no verdict)"
+)
 
 
 def _count(text: str) -> int:
@@ -29,6 +45,49 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_size(text: str) -> int | None:
+    """A --max-memory value: bytes, or with K, M, G, T (powers of 1024); ``none``
+    (None) for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 2G, 512M or 1000000 (bytes), or none; got {text!r}"
+        )
+    size = int(float(match[1]) * _UNITS[match[2].upper()])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes in the largest unit in which it is at least 1 (2G, 11.8G)."""
+    for unit in "TGMK":
+        if size >= _UNITS[unit]:
+            return f"{size / _UNITS[unit]:.1f}".removesuffix(".0") + unit
+    return str(size)
+
+
+def default_max_memory() -> int | None:
+    """Half the physical memory, or of the cgroup's memory limit where that is lower
+    (None where neither is known)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            total = min(total, int(limit.read()))
+    except (OSError, ValueError):  # no cgroup v2 limit ("max", or no such file)
+        pass
+    return total // 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +153,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--describe-mutants", action="store_true", help="print each mutant and what it breaks"
     )
     parser.add_argument(
-        "--max-states", type=_count, metavar="N", help="give up after N distinct states"
+        "--max-states",
+        type=_count,
+        metavar="N",
+        help="stop after N distinct states (exit 3: incomplete)",
+    )
+    default_memory = default_max_memory()
+    parser.add_argument(
+        "--max-memory",
+        type=memory_size,
+        default=default_memory,
+        metavar="SIZE",
+        help=(
+            "stop once this process's resident memory reaches SIZE (exit 3: incomplete): "
+            "bytes, or with K, M, G, T (powers of 1024), e.g. 512M, 2G; none for no limit "
+            "(default: half the machine's memory, "
+            f"{'unknown' if default_memory is None else format_size(default_memory)} here)"
+        ),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -150,9 +225,21 @@ def run(args: argparse.Namespace) -> int:
         symmetry=args.symmetry,
         progress=progress,
         max_states=getattr(args, "max_states", None),
+        max_memory=getattr(args, "max_memory", None),
     )
-    print(format_result(result))
-    return EXIT_OK if result.ok else EXIT_VIOLATION
+    print(format_result(result, _limit(result, args)))
+    if not result.ok:
+        return EXIT_VIOLATION
+    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+
+
+def _limit(result: CheckResult, args: argparse.Namespace) -> str:
+    """The option whose limit stopped the search (if one did)."""
+    if result.stopped_by == MAX_STATES:
+        return f"--max-states {args.max_states}"
+    # the resident memory now is about what it was when the search stopped
+    used = format_size(resident_memory())
+    return f"--max-memory {format_size(args.max_memory or 0)} (resident memory {used})"
 
 
 def describe_bounds(bounds: Bounds, mutant: str | None, symmetry: bool) -> str:
@@ -191,8 +278,9 @@ class ProgressPrinter:
         )
 
 
-def format_result(result: CheckResult) -> str:
-    """The verdict, the figures, and for a violation the shortest counterexample."""
+def format_result(result: CheckResult, limit: str = "a limit") -> str:
+    """The verdict, the figures, and for a violation the shortest counterexample;
+    ``limit`` says what stopped an incomplete search."""
     figures = (
         f"{result.states:,} distinct states, {result.transitions:,} transitions, depth "
         f"{result.depth}, {result.seconds:.1f} s, {result.states_per_second:,.0f} states/s"
@@ -200,7 +288,10 @@ def format_result(result: CheckResult) -> str:
     if result.violation is None:
         if result.complete:
             return f"no invariant violated: {figures}"
-        return f"stopped early (--max-states), no violation so far: {figures}"
+        return (
+            f"INCOMPLETE: stopped at {limit} before exploring every state; no invariant "
+            f"violated so far: {figures}"
+        )
     name, problem = result.violation
     steps = len(result.trace) - 1
     summary = INVARIANTS_BY_NAME[name].summary if name in INVARIANTS_BY_NAME else ""

@@ -18,15 +18,22 @@ Rules of operation
   for each), so states that differ only by server names count once.  Servers
   are ordered by a name-free key and only ties are tried both ways, so most
   states need one renaming.  The rebuilt trace is a concrete run (no renaming).
+- Limits: ``max_states`` stops the search once that many distinct states are
+  found; ``max_memory`` once the process's resident memory reaches that many
+  bytes, sampled every ``MEMORY_SAMPLE_STATES`` new states (a read of
+  /proc/self/statm costs microseconds; a state costs tens).  Either way the
+  result says the search is incomplete and which limit stopped it.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import sys
 import time
 from collections.abc import Callable
 from itertools import permutations, product
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .actions import Bounds, Step, next_states, successors, tidy_network
 from .invariants import (
@@ -40,6 +47,12 @@ from .mutants import check_mutant
 from .state import NOBODY, Server, State, initial_state
 
 _new = tuple.__new__
+
+MEMORY_SAMPLE_STATES = 4096
+"""The checker reads its resident memory once per this many new states."""
+
+MAX_STATES: Final = "max_states"
+MAX_MEMORY: Final = "max_memory"
 
 
 class Progress(NamedTuple):
@@ -65,6 +78,7 @@ class CheckResult(NamedTuple):
     complete: bool  # every reachable state within the bounds was explored
     violation: tuple[str, str] | None  # (invariant name, what is wrong)
     trace: tuple[tuple[Step | None, State], ...]  # initial state first, violating state last
+    stopped_by: str | None = None  # MAX_STATES or MAX_MEMORY when a limit cut the search short
 
     @property
     def ok(self) -> bool:
@@ -242,6 +256,28 @@ def symmetric_fingerprint(state: State) -> int:
     return Fingerprinter(True)(state)
 
 
+# --------------------------------------------------------------------- memory
+
+
+def resident_memory() -> int:
+    """This process's resident memory in bytes: now where /proc says (Linux), else
+    its peak so far (getrusage); 0 where neither is known."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 # --------------------------------------------------------------------- search
 
 
@@ -257,13 +293,16 @@ def check(
     progress: ProgressCallback | None = None,
     progress_interval: float = 1.0,
     max_states: int | None = None,
+    max_memory: int | None = None,
     initial: State | None = None,
 ) -> CheckResult:
     """Explore every state reachable within ``bounds``, breadth-first, checking
     ``invariants`` in each; stop at the first violation with a shortest trace.
 
-    ``max_states`` stops early (``complete`` is then False); ``progress`` is
-    called about every ``progress_interval`` seconds.  ``initial`` starts the
+    ``max_states`` (distinct states) and ``max_memory`` (bytes of resident
+    memory, see :func:`resident_memory`) stop the search early: ``complete`` is
+    then False and ``stopped_by`` names the limit.  ``progress`` is called
+    about every ``progress_interval`` seconds.  ``initial`` starts the
     search from a given state (say, one a scripted run reached) instead of the
     cluster's first boot (its network tidied, see ``actions.tidy_network``); it
     must have ``bounds.servers`` servers.
@@ -277,7 +316,14 @@ def check(
     gc.disable()
     try:
         return _search(
-            bounds, mutant, symmetry, invariants, progress, progress_interval, max_states, initial
+            bounds,
+            mutant,
+            symmetry,
+            invariants,
+            progress,
+            progress_interval,
+            _Limits(max_states, max_memory),
+            initial,
         )
     finally:
         if collecting:
@@ -291,7 +337,7 @@ def _search(
     invariants: tuple[Invariant, ...],
     progress: ProgressCallback | None,
     progress_interval: float,
-    max_states: int | None,
+    limits: _Limits,
     initial: State | None,
 ) -> CheckResult:
     start = time.perf_counter()
@@ -313,6 +359,7 @@ def _search(
         complete: bool,
         violation: tuple[str, str] | None,
         trace: tuple[tuple[Step | None, State], ...],
+        stopped_by: str | None = None,
     ) -> CheckResult:
         return CheckResult(
             bounds,
@@ -325,6 +372,7 @@ def _search(
             complete,
             violation,
             trace,
+            stopped_by,
         )
 
     def violation_found(child: State, fp: int, depth: int) -> CheckResult:
@@ -344,6 +392,10 @@ def _search(
     on_state = tuple(inv for inv in invariants if inv.reads not in (SERVERS, SERVERS_AND_COMMITTED))
     servers_ok: set[int] = set()
     committed_ok: set[int] = set()
+    stopped_by = limits.reached(len(parents))
+    if stopped_by is not None:
+        return result(0, False, None, (), stopped_by)
+    checkpoint = limits.next_check  # len(parents) at which to look at the limits again
     frontier: list[tuple[State, int, int]] = [(init, init_fp, hash(init.servers))]
     depth = 0
     next_report = start + progress_interval
@@ -386,11 +438,14 @@ def _search(
                 if symmetry:
                     child, servers_hash = canonical_of(child, servers_hash)
                 keep((child, fp, servers_hash))
-            if done & 255 == 0:
+                if len(parents) >= checkpoint:
+                    stopped_by = limits.reached(len(parents))
+                    if stopped_by is not None:
+                        return result(depth, False, None, (), stopped_by)
+                    checkpoint = limits.next_check
+            if progress is not None and done & 255 == 0:
                 now = time.perf_counter()
-                if max_states is not None and len(parents) >= max_states:
-                    return result(depth, False, None, ())
-                if progress is not None and now >= next_report:
+                if now >= next_report:
                     next_report = now + progress_interval
                     elapsed = now - start
                     progress(
@@ -404,6 +459,27 @@ def _search(
                     )
         frontier = found
     return result(depth - 1, True, None, ())
+
+
+class _Limits:
+    """When the search stops early: at ``max_states`` distinct states, or once the
+    process's resident memory reaches ``max_memory`` bytes."""
+
+    def __init__(self, max_states: int | None, max_memory: int | None) -> None:
+        self.max_states = max_states
+        self.max_memory = max_memory
+        self.next_check = 0
+
+    def reached(self, states: int) -> str | None:
+        """The limit that ``states`` found so far have reached (memory is read now),
+        if any; else None, and :attr:`next_check` is when to look again."""
+        if self.max_states is not None and states >= self.max_states:
+            return MAX_STATES
+        if self.max_memory is not None and resident_memory() >= self.max_memory:
+            return MAX_MEMORY
+        later = states + MEMORY_SAMPLE_STATES if self.max_memory is not None else sys.maxsize
+        self.next_check = later if self.max_states is None else min(later, self.max_states)
+        return None
 
 
 def _rebuild(
