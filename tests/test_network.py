@@ -761,3 +761,38 @@ def test_same_seed_same_run() -> None:
     assert None in replies and any(r is not None for r in replies)
     assert _unreliable_run(7) == first
     assert _unreliable_run(8) != first
+
+
+@pytest.mark.virtual_time_only
+async def test_duplicate_delivers_every_request_again_and_drops_its_reply(seed: int) -> None:
+    async with open_network(seed=seed) as net:
+        end, js = connected_end(net)
+        net.set_duplicate(True)
+        assert await end.call("JunkServer.Handler2", 7) == "handler2-7"  # one reply
+        assert js.log2 == [7]
+        await trio.sleep(0.25)  # the copy comes 1-200 ms after the reply
+        assert js.log2 == [7, 7]
+        net.set_duplicate(False)
+        await end.call("JunkServer.Handler2", 8)
+        await trio.sleep(0.25)
+        assert js.log2 == [7, 7, 8]
+
+
+@pytest.mark.virtual_time_only
+async def test_delayed_requests_arrive_late_and_out_of_order(seed: int) -> None:
+    async with open_network(seed=seed) as net:
+        end, js = connected_end(net)
+        net.set_delay_requests(True)
+        took: list[float] = []
+
+        async def call(k: int) -> None:
+            t0 = trio.current_time()
+            await end.call("JunkServer.Handler2", k)
+            took.append(trio.current_time() - t0)
+
+        async with trio.open_nursery() as nursery:
+            for k in range(40):
+                nursery.start_soon(call, k)
+        assert sum(1 for t in took if t >= 0.2) >= 10  # about half held back 200-2200 ms
+        assert sum(1 for t in took if t == 0) >= 10
+        assert js.log2 != sorted(js.log2)  # late ones overtaken by later ones
