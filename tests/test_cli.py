@@ -104,7 +104,7 @@ def test_check_stops_at_max_states_and_exits_3(capsys: pytest.CaptureFixture[str
 def test_check_stops_at_max_memory_and_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*SMALL_CHECK, "--max-memory", "1M", "--quiet"]) == 3
     verdict = capsys.readouterr().out.splitlines()[-1]
-    assert verdict.startswith("INCOMPLETE: stopped at --max-memory 1M (resident memory ")
+    assert verdict.startswith("INCOMPLETE: stopped at --max-memory 1M before exploring every")
 
 
 def test_check_without_a_memory_limit_completes(capsys: pytest.CaptureFixture[str]) -> None:

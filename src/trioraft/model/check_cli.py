@@ -20,7 +20,7 @@ import sys
 from typing import TextIO
 
 from .actions import Bounds
-from .checker import MAX_STATES, CheckResult, Progress, check, resident_memory
+from .checker import MAX_MEMORY, MAX_STATES, CheckResult, Progress, check
 from .invariants import INVARIANTS_BY_NAME
 from .mutants import MUTANTS, NEEDS_SNAPSHOTS
 from .story import format_trace
@@ -234,12 +234,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _limit(result: CheckResult, args: argparse.Namespace) -> str:
-    """The option whose limit stopped the search (if one did)."""
+    """The option whose limit stopped the search."""
     if result.stopped_by == MAX_STATES:
         return f"--max-states {args.max_states}"
-    # the resident memory now is about what it was when the search stopped
-    used = format_size(resident_memory())
-    return f"--max-memory {format_size(args.max_memory or 0)} (resident memory {used})"
+    if result.stopped_by == MAX_MEMORY:
+        return f"--max-memory {format_size(args.max_memory)}"
+    return "a limit"
 
 
 def describe_bounds(bounds: Bounds, mutant: str | None, symmetry: bool) -> str:
