@@ -58,7 +58,8 @@ def main() -> None:
         f"(b) heal phase, time to a leader over {len(times)} seeds: "
         f"median {statistics.median(times):.3f} s, "
         f"p99 {times[int(0.99 * (len(times) - 1))]:.3f} s, max {times[-1]:.3f} s; "
-        f"{sum(1 for t in times if t == 0)} runs had a leader when the faults ended"
+        f"{sum(1 for t in times if t == 0)} runs had a leader when the faults ended; "
+        f"{len(heal.failures)} violation(s)"
     )
     if args.skip_many:
         return
