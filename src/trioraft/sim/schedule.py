@@ -294,9 +294,9 @@ def draw_schedule(
         t += rng.uniform(*FAULT_GAP)
         if t >= duration:
             break
-        length = min(rng.uniform(*FAULT_LENGTH), duration - t)
+        length = round(min(rng.uniform(*FAULT_LENGTH), duration - t), 3)
         if length <= 0:
-            break
+            break  # (rounded to the millisecond, as the schedule stores it)
         busy = [f for f in faults if f.at <= t < f.end]
         down = sum(len(f.side) if f.kind == "partition" else 1 for f in busy if f.kind != "one_way"
                    and f.kind not in NETWORK_FAULTS)  # fmt: skip
@@ -305,7 +305,7 @@ def draw_schedule(
         )[0]
         if kind in ("crash", "isolate", "partition") and down >= max_down:
             kind = "one_way" if nodes > 1 else "network"
-        fault = _draw_fault(rng, kind, nodes, max_down - down, t, round(length, 3))
+        fault = _draw_fault(rng, kind, nodes, max_down - down, t, length)
         if fault is not None:
             faults.append(fault)
     return Schedule(
