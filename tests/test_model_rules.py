@@ -1,0 +1,254 @@
+"""Figure 2's election and replication rules in the model, one rule at a time.
+
+Until now these actions were reached only through the checker's mutants and
+the validator; each test here sets up the few servers a rule needs and checks
+what the rule does, quoting the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trioraft.model import actions as a
+from trioraft.model.state import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    NOBODY,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    Entry,
+    Message,
+    RequestVoteRequest,
+    RequestVoteResponse,
+    State,
+    initial_state,
+)
+
+
+def changed(state: State, i: int, **fields: Any) -> State:
+    servers = list(state.servers)
+    servers[i] = servers[i]._replace(**fields)
+    return state._replace(servers=tuple(servers))
+
+
+def sent(state: State, m: Message) -> State:
+    return state._replace(network=tuple(sorted((*state.network, m))))
+
+
+def only(state: State, kind: type) -> Any:
+    (m,) = [m for m in state.network if isinstance(m, kind)]
+    return m
+
+
+def step(state: State | None) -> State:
+    assert state is not None, "the action was not enabled"
+    return state
+
+
+def log(*terms: int) -> tuple[Entry, ...]:
+    return tuple(Entry(t, k + 1) for k, t in enumerate(terms))
+
+
+def vote_request(term: int, candidate: int, voter: int, last_term: int, last_index: int) -> Any:
+    return RequestVoteRequest(0, term, candidate, voter, last_term, last_index)
+
+
+def append(
+    term: int, prev: int, prev_term: int, entries: tuple[Entry, ...], commit: int = 0
+) -> Any:
+    return AppendEntriesRequest(2, term, 0, 1, prev, prev_term, entries, commit)
+
+
+# ------------------------------------------------------------------ elections
+
+
+def test_timeout_makes_a_candidate_of_the_next_term_voting_for_itself() -> None:
+    # Candidates: "increment currentTerm, vote for self".
+    s = step(a.timeout(initial_state(3), 1)).servers[1]
+    assert (s.current_term, s.role, s.voted_for, s.votes_granted) == (1, CANDIDATE, 1, 0b010)
+    leader = changed(initial_state(3), 0, role=LEADER)
+    assert a.timeout(leader, 0) is None  # a leader has no election timeout
+
+
+def test_a_vote_goes_to_the_first_candidate_of_a_term_only() -> None:
+    # RequestVote receiver 2: "If votedFor is null or candidateId ... grant vote".
+    state = initial_state(3)
+    state = step(
+        a.handle_request_vote(sent(state, vote_request(1, 0, 2, 0, 0)), vote_request(1, 0, 2, 0, 0))
+    )
+    assert state.servers[2].voted_for == 0 and only(state, RequestVoteResponse).vote_granted
+    state = state._replace(network=())
+    again = vote_request(1, 0, 2, 0, 0)  # the same candidate asking again: granted again
+    state = step(a.handle_request_vote(sent(state, again), again))
+    assert only(state, RequestVoteResponse).vote_granted
+    state = state._replace(network=())
+    other = vote_request(1, 1, 2, 0, 0)
+    state = step(a.handle_request_vote(sent(state, other), other))
+    assert state.servers[2].voted_for == 0 and not only(state, RequestVoteResponse).vote_granted
+
+
+def test_a_vote_needs_a_log_at_least_as_up_to_date() -> None:
+    # RequestVote receiver 2: "... and candidate's log is at least as up-to-date".
+    voter = changed(initial_state(3), 2, log=log(1, 2), current_term=2)
+    for last_term, last_index, granted in [
+        (1, 5, False),
+        (2, 1, False),
+        (2, 2, True),
+        (3, 1, True),
+    ]:
+        m = vote_request(3, 0, 2, last_term, last_index)
+        after = step(a.handle_request_vote(sent(voter, m), m))
+        assert only(after, RequestVoteResponse).vote_granted is granted, (last_term, last_index)
+        # All Servers: a higher term is adopted whatever the vote.
+        assert after.servers[2].current_term == 3
+        assert after.servers[2].voted_for == (0 if granted else NOBODY)
+
+
+def test_a_stale_candidate_is_refused_and_changes_nothing() -> None:
+    # RequestVote receiver 1: "Reply false if term < currentTerm".
+    voter = changed(initial_state(3), 2, current_term=5)
+    m = vote_request(4, 0, 2, 9, 9)
+    after = step(a.handle_request_vote(sent(voter, m), m))
+    assert after.servers[2] == voter.servers[2]
+    reply = only(after, RequestVoteResponse)
+    assert not reply.vote_granted and reply.term == 5
+
+
+def test_a_majority_of_votes_and_only_a_majority_makes_a_leader() -> None:
+    state = step(a.timeout(initial_state(5), 0))
+    for voter, expect_leader in [(1, False), (2, True)]:
+        assert (a.become_leader(state, 0) is not None) is False
+        reply = RequestVoteResponse(1, 1, voter, 0, True)
+        state = step(a.handle_request_vote_response(sent(state, reply), reply))
+        assert (a.become_leader(state, 0) is not None) is expect_leader
+    refused = RequestVoteResponse(1, 1, 3, 0, False)
+    counted = step(a.handle_request_vote_response(sent(state, refused), refused))
+    assert counted.servers[0].votes_granted == state.servers[0].votes_granted
+
+
+def test_a_vote_from_an_old_term_is_not_counted() -> None:
+    state = step(a.timeout(step(a.timeout(initial_state(3), 0)), 0))  # term 2
+    late = RequestVoteResponse(1, 1, 1, 0, True)
+    after = step(a.handle_request_vote_response(sent(state, late), late))
+    assert after.servers[0].votes_granted == 0b001 and a.become_leader(after, 0) is None
+
+
+def test_a_new_leader_sets_up_its_bookkeeping_afresh() -> None:
+    # Leaders, "Reinitialized after election": nextIndex = last log index + 1,
+    # matchIndex = 0, whatever they were when this server led before.
+    state = changed(initial_state(3), 0, role=CANDIDATE, current_term=3, voted_for=0,
+                    votes_granted=0b011, log=log(1, 1, 3),
+                    next_index=(9, 9, 9), match_index=(4, 4, 4))  # fmt: skip
+    s = step(a.become_leader(state, 0)).servers[0]
+    assert s.role == LEADER and s.next_index == (4, 4, 4) and s.match_index == (0, 0, 0)
+
+
+def test_a_higher_term_in_any_reply_makes_a_leader_a_follower() -> None:
+    # All Servers: "If RPC request or response contains term T > currentTerm: set
+    # currentTerm = T, convert to follower".
+    leader = changed(initial_state(3), 0, role=LEADER, current_term=2, voted_for=0,
+                     next_index=(1, 1, 1), match_index=(0, 0, 0))  # fmt: skip
+    reply = AppendEntriesResponse(3, 4, 1, 0, False, 0, 0)
+    s = step(a.handle_append_entries_response(sent(leader, reply), reply)).servers[0]
+    assert (s.role, s.current_term, s.voted_for) == (FOLLOWER, 4, NOBODY)
+
+
+# ------------------------------------------------------------------ AppendEntries receiver
+
+
+def receive_append(follower: State, m: Any) -> tuple[State, Any]:
+    after = step(a.handle_append_entries(sent(follower, m), m))
+    return after, only(after, AppendEntriesResponse)
+
+
+def follower_with(*terms: int, term: int = 3, commit: int = 0) -> State:
+    return changed(initial_state(3), 1, log=log(*terms), current_term=term, commit_index=commit)
+
+
+def test_rule_1_a_stale_leader_is_refused() -> None:
+    follower = follower_with(1, 2, term=3)
+    after, reply = receive_append(follower, append(2, 2, 2, log(2)))
+    assert not reply.success and reply.term == 3 and after.servers[1] == follower.servers[1]
+
+
+def test_rule_2_a_log_without_prev_is_refused() -> None:
+    for prev, prev_term in [(3, 2), (2, 1)]:  # too short; a different term at prev
+        after, reply = receive_append(follower_with(1, 2), append(3, prev, prev_term, ()))
+        assert not reply.success and reply.prev_log_index == prev
+        assert after.servers[1].log == log(1, 2)
+
+
+def test_rules_3_and_4_a_conflict_is_cut_and_new_entries_appended() -> None:
+    new = (Entry(3, 7), Entry(3, 8))
+    after, reply = receive_append(follower_with(1, 2, 2), append(3, 1, 1, new))
+    assert reply.success and reply.match_index == 3
+    assert after.servers[1].log == (Entry(1, 1), *new)
+
+
+def test_rule_3_a_stale_shorter_request_cuts_nothing() -> None:
+    # "If an existing entry conflicts with a new one ... delete": only on conflict.
+    follower = follower_with(1, 3, 3)
+    after, reply = receive_append(follower, append(3, 1, 1, (Entry(3, 2),)))
+    assert reply.success and after.servers[1].log == follower.servers[1].log
+
+
+def test_rule_5_commit_index_follows_the_leader_up_to_the_last_new_entry() -> None:
+    # "If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of
+    # last new entry)".
+    after, _ = receive_append(follower_with(1), append(3, 1, 1, (Entry(3, 2),), commit=9))
+    assert after.servers[1].commit_index == 2
+    after, _ = receive_append(follower_with(1, 1, 1), append(3, 1, 1, (), commit=2))
+    assert after.servers[1].commit_index == 1  # min(2, index of last new entry: 1)
+
+
+# ------------------------------------------------------------------ leaders
+
+
+def leader_of(term: int, terms: tuple[int, ...], match: tuple[int, ...]) -> State:
+    return changed(initial_state(len(match)), 0, role=LEADER, current_term=term, voted_for=0,
+                   log=log(*terms), next_index=tuple(m + 1 for m in match),
+                   match_index=match, leader_log=log(*terms))  # fmt: skip
+
+
+def test_a_leader_commits_only_its_own_terms_entries_by_counting() -> None:
+    # Leaders: "If there exists an N > commitIndex such that a majority of
+    # matchIndex[i] >= N, and log[N].term == currentTerm: set commitIndex = N".
+    old_only = leader_of(3, (1, 3), (0, 1, 0))  # entry 1 (term 1) on a majority
+    assert a.commit_index_limit(old_only, 0) == 1
+    assert a.advance_commit_index(old_only, 0) is None  # Figure 8
+    both = leader_of(3, (1, 3), (0, 2, 0))
+    assert step(a.advance_commit_index(both, 0)).servers[0].commit_index == 2
+    minority = leader_of(3, (3, 3), (0, 2, 0, 0, 0))
+    assert a.advance_commit_index(minority, 0) is None  # 2 of 5 hold entry 1
+
+
+def test_a_success_raises_match_index_and_never_lowers_it() -> None:
+    leader = leader_of(2, (2, 2, 2), (0, 0, 0))
+    reply = AppendEntriesResponse(3, 2, 1, 0, True, 3, 0)
+    after = step(a.handle_append_entries_response(sent(leader, reply), reply))
+    s = after.servers[0]
+    assert s.match_index[1] == 3 and s.next_index[1] == 4
+    late = AppendEntriesResponse(3, 2, 1, 0, True, 1, 0)  # an older request's reply
+    s = step(a.handle_append_entries_response(sent(after, late), late)).servers[0]
+    assert s.match_index[1] == 3 and s.next_index[1] == 4
+
+
+def test_a_rejection_moves_next_index_back_but_not_below_match() -> None:
+    # "If AppendEntries fails because of log inconsistency: decrement nextIndex and retry".
+    leader = leader_of(2, (1, 1, 2, 2), (0, 1, 0))._replace()
+    leader = changed(leader, 0, next_index=(5, 5, 5))
+    reply = AppendEntriesResponse(3, 2, 1, 0, False, 0, 4)
+    assert a.next_index_choices(sent(leader, reply), reply) == (2, 3, 4)
+    s = step(a.handle_append_entries_response(sent(leader, reply), reply)).servers[0]
+    assert s.next_index[1] == 4  # Figure 2's own choice: prevLogIndex
+    assert a.handle_append_entries_response(sent(leader, reply), reply, next_index=1) is None
+
+
+def test_a_leader_sends_from_next_index_with_its_prev_term_and_commit() -> None:
+    leader = changed(leader_of(2, (1, 2, 2), (0, 0, 0)), 0, next_index=(4, 2, 4), commit_index=1)
+    m = only(step(a.append_entries(leader, 0, 1, 2)), AppendEntriesRequest)
+    assert (m.prev_log_index, m.prev_log_term, m.entries, m.leader_commit) == (
+        1, 1, log(1, 2, 2)[1:3], 1)  # fmt: skip
+    assert a.append_entries(leader, 0, 1, 3) is None  # past the end of its log
+    assert a.append_entries(changed(leader, 0, role=FOLLOWER), 0, 1, 0) is None
