@@ -165,12 +165,13 @@ class LocalCluster:
 
     def wait_for_leader(self, timeout: float = 20) -> int:
         """The node that leads, once every running node agrees on it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        # wall-clock ok: real processes on the real clock (a test or bench harness)
+        deadline = time.monotonic() + timeout  # wall-clock ok
+        while time.monotonic() < deadline:  # wall-clock ok
             rows = [r for r in self.status() if r["reachable"]]
             leaders: set[int] = {r["id"] for r in rows if r["role"] == "leader"}
             believed = {r["leader"] for r in rows}
             if len(leaders) == 1 and believed == leaders:
                 return leaders.pop()
-            time.sleep(0.2)
+            time.sleep(0.2)  # wall-clock ok: polling other processes
         raise TimeoutError(f"no leader within {timeout} s: {self.status()}")

@@ -53,9 +53,8 @@ class Watchdog(trio.abc.Instrument):
         self._last_time: float | None = None
         self._still = 0  # batches since virtual time last moved
         self._batches = 0
-        self._deadline = (
-            None if wall_limit is None else time.monotonic() + wall_limit
-        )  # wall-clock ok
+        start = time.monotonic()  # wall-clock ok: the limit is on wall time
+        self._deadline = None if wall_limit is None else start + wall_limit
 
     @contextmanager
     def guard(self) -> Iterator[None]:
