@@ -76,9 +76,7 @@ def _test_seed(config: pytest.Config, nodeid: str) -> int:
     return (config.getoption("--seed") * 1_000_003 + zlib.crc32(nodeid.encode())) % 2**32
 
 
-def _make_runner(
-    real_clock: bool, seed: int, name: str, wall_limit: float
-) -> Callable[..., Any]:
+def _make_runner(real_clock: bool, seed: int, name: str, wall_limit: float) -> Callable[..., Any]:
     """pytest-trio's run function for one test: seeded, in virtual time, watched.
 
     The watchdog fails the test, by name, when it livelocks (scheduler steps

@@ -428,7 +428,8 @@ def test_a_failover_ends_only_at_a_leader_that_can_lead() -> None:
 def test_live_validation_reports_a_short_last_step_unless_cut() -> None:
     """A step whose follow-ups are missing: a violation, unless the run was cut
     (stopped early), when its last step may be incomplete."""
-    from trioraft.sim.simulate import SimulationResult, _LiveValidation, run_simulation
+    from trioraft.sim.simulate import run_simulation
+    from trioraft.validate import LiveValidation
 
     events: list[dict[str, object]] = []
     run_simulation(schedule=Schedule(seed=1, nodes=3, duration=2.0), listener=events.append)
@@ -442,13 +443,12 @@ def test_live_validation_reports_a_short_last_step_unless_cut() -> None:
     short = events[:k]  # the follower appended; its commit never written
     for cut, caught in [(False, True), (True, False)]:
         stopped: list[bool] = []
-        result = SimulationResult(Schedule(seed=1, nodes=3, duration=2.0))
-        live = _LiveValidation(3, result, lambda stopped=stopped: stopped.append(True))
+        live = LiveValidation(3, on_violation=lambda _, stopped=stopped: stopped.append(True))
         for e in short:
             live(e)
-        assert result.violation is None
-        live.finish(cut=cut)
-        assert (result.violation is not None) is caught and bool(stopped) is caught
+        assert live.violation is None
+        live.verdict(cut=cut)
+        assert (live.violation is not None) is caught and bool(stopped) is caught
 
 
 def test_the_watchdog_stops_a_run_past_its_wall_limit() -> None:

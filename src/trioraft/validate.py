@@ -44,7 +44,7 @@ from .model.cluster import (
     order_incarnations,
 )
 from .model.cluster import validate_cluster as _merge_and_validate
-from .model.validator import Result, TraceError, Validator
+from .model.validator import Result, TraceError, Validator, Violation
 from .trace.reader import TraceFormatError, check_event, check_header, check_records, iter_trace
 from .trace.recorder import TraceRecorder
 
@@ -256,18 +256,41 @@ class LiveValidation:
     """Validates a run while it is recorded: pass it as a recorder's ``listener``.
 
     Events are fed as they are written (numbered by their ``seq``, the
-    trace's line minus one); :meth:`verdict` finishes the replay.
+    trace's line minus one); :meth:`verdict` finishes the replay.  The first
+    violation is kept in :attr:`violation` and handed to ``on_violation`` as
+    soon as it is found (``trioraft simulate`` stops the run there); later
+    events are not replayed.
     """
 
-    def __init__(self, nodes: int, source: str = "<recorded trace>") -> None:
+    def __init__(
+        self,
+        nodes: int,
+        source: str = "<recorded trace>",
+        on_violation: Callable[[Violation], None] | None = None,
+    ) -> None:
         self.source = source
+        self.violation: Violation | None = None
+        self._on_violation = on_violation
         self._validator = Validator({"nodes": nodes})
 
     def __call__(self, record: dict[str, Any]) -> None:
-        self._validator.feed(record, record["seq"] + 1)
+        if self.violation is None:
+            violation = self._validator.feed(record, record["seq"] + 1)
+            if violation is not None:
+                self._found(violation)
 
-    def verdict(self) -> TraceVerdict:
-        return TraceVerdict(self.source, self._validator.finish())
+    def verdict(self, *, cut: bool = False) -> TraceVerdict:
+        """The verdict on everything fed; ``cut``: the run stopped early, so its
+        last step may be incomplete (see :meth:`Validator.finish`)."""
+        result = self._validator.finish(cut=cut)
+        if result.violation is not None and self.violation is None:
+            self._found(result.violation)
+        return TraceVerdict(self.source, result)
+
+    def _found(self, violation: Violation) -> None:
+        self.violation = violation
+        if self._on_violation is not None:
+            self._on_violation(violation)
 
 
 # ------------------------------------------------------------------ a cluster's files

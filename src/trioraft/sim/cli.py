@@ -123,8 +123,6 @@ def _one_run(args: argparse.Namespace, schedule: Any) -> int:
             return EXIT_USAGE
         with _progress_bar(args, schedule.duration, "simulating") as progress:
             result = run_simulation(schedule=schedule, progress=progress, trace=sink)
-        if sink is not None and sink.error is not None:
-            return EXIT_USAGE
     if sink is not None and sink.error is not None:
         return EXIT_USAGE
     print(format_summary(result))

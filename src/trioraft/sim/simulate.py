@@ -37,8 +37,9 @@ import trio
 import trio.testing
 
 from ..determinism import seed_scheduler
-from ..model.validator import Validator, Violation
+from ..model.validator import Violation
 from ..trace.recorder import TraceRecorder
+from ..validate import LiveValidation
 from .faults import FaultInjector
 from .harness import Cluster, TestFailure, open_cluster
 from .schedule import Fault, Schedule, draw_schedule
@@ -163,35 +164,6 @@ def run_simulation(
     return result
 
 
-class _LiveValidation:
-    """Feeds each recorded event to the validator; stops the run at a violation."""
-
-    def __init__(self, nodes: int, result: SimulationResult, stop: Callable[[], None]) -> None:
-        self.validator = Validator({"nodes": nodes})
-        self.result = result
-        self.stop = stop
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        if self.result.violation is None:
-            violation = self.validator.feed(record, record["seq"] + 1)
-            if violation is not None:
-                self._violated(violation)
-
-    def finish(self, *, cut: bool) -> None:
-        if self.result.violation is None:
-            violation = self.validator.finish(cut=cut).violation
-            if violation is not None:
-                self._violated(violation)
-
-    def _violated(self, violation: Violation) -> None:
-        self.result.violation = violation
-        self.result.failure = (
-            f"{self.result.phase} phase: the trace violates the Figure 2 model at line "
-            f"{violation.line}: {violation.describe()}"
-        )
-        self.stop()
-
-
 class _Observer:
     """Watches the trace as it is recorded: elections, leaders per term, failovers."""
 
@@ -224,7 +196,16 @@ async def _simulate(
     schedule = result.schedule
     observer = _Observer(result)
     stop = trio.CancelScope()
-    live = _LiveValidation(schedule.nodes, result, stop.cancel) if validate else None
+
+    def violated(violation: Violation) -> None:
+        result.violation = violation
+        result.failure = (
+            f"{result.phase} phase: the trace violates the Figure 2 model at line "
+            f"{violation.line}: {violation.describe()}"
+        )
+        stop.cancel()  # stop at the first violation
+
+    live = LiveValidation(schedule.nodes, on_violation=violated) if validate else None
     listeners = [f for f in (listener, live) if f is not None]
     recorder = TraceRecorder(
         nodes=schedule.nodes,
@@ -248,7 +229,7 @@ async def _simulate(
             await _phases(cfg, result, observer, progress)
             cut = False
     if live is not None:
-        live.finish(cut=cut or stop.cancelled_caught)
+        live.verdict(cut=cut or stop.cancelled_caught)
     result.events = recorder.events
 
 
