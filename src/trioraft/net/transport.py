@@ -420,24 +420,36 @@ class Transport:
     async def _handshake_out(
         self, host: str, port: int, peer: int, decoder: FrameDecoder
     ) -> trio.abc.Stream:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        try:
-            if self._client_context is not None:
-                tls = trio.SSLStream(
-                    stream, self._client_context, server_hostname=node_hostname(peer)
-                )
-                await tls.do_handshake()
-                stream = tls
-            await stream.send_all(encode_frame(Hello(NODE, self.me, len(self.addresses))))
-            hello = await _receive_hello(stream, decoder)
-            if (hello.role, hello.node) != (NODE, peer):
-                raise HandshakeError(
-                    f"expected node {peer}, it says it is {_who(hello.role, hello.node)}"
-                )
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        return stream
+        hello = Hello(NODE, self.me, len(self.addresses))
+        return await _dial_node(host, port, peer, self._client_context, hello, decoder)
+
+
+async def _dial_node(
+    host: str,
+    port: int,
+    node: int,
+    context: ssl.SSLContext | None,
+    hello: Hello,
+    decoder: FrameDecoder,
+) -> trio.abc.Stream:
+    """A connection to node ``node`` that has proved it is that node: TLS (if
+    ``context``) checked against its name, then our Hello, then its own."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    try:
+        if context is not None:
+            tls = trio.SSLStream(stream, context, server_hostname=node_hostname(node))
+            await tls.do_handshake()
+            stream = tls
+        await stream.send_all(encode_frame(hello))
+        theirs = await _receive_hello(stream, decoder)
+        if (theirs.role, theirs.node) != (NODE, node):
+            raise HandshakeError(
+                f"expected node {node}, it says it is {_who(theirs.role, theirs.node)}"
+            )
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
 
 
 class HandshakeError(Exception):
@@ -520,24 +532,9 @@ async def connect_client(
     """A client's connection to node ``node`` at ``address`` (TLS: it must be that node)."""
     decoder = FrameDecoder(config.max_frame)
     host, port = address
+    context = None if config.tls is None else client_context(config.tls)
     with trio.fail_after(HANDSHAKE_TIMEOUT):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        try:
-            if config.tls is not None:
-                tls = trio.SSLStream(
-                    stream, client_context(config.tls), server_hostname=node_hostname(node)
-                )
-                await tls.do_handshake()
-                stream = tls
-            await stream.send_all(encode_frame(Hello(CLIENT, None, nodes)))
-            hello = await _receive_hello(stream, decoder)
-            if (hello.role, hello.node) != (NODE, node):
-                raise HandshakeError(
-                    f"expected node {node}, it says it is {_who(hello.role, hello.node)}"
-                )
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
+        stream = await _dial_node(host, port, node, context, Hello(CLIENT, None, nodes), decoder)
     link = Link(stream, NODE, node, {}, config, f"node {node} at {host}:{port}")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link.run, decoder)
