@@ -174,12 +174,16 @@ def identity_of(stream: trio.SSLStream[Any]) -> Identity:
     ]
     who = _identity_of_names(names)
     if who is None:
-        shown = ", ".join(names) if names else "no DNS names"
-        raise TLSError(
-            f"the peer's certificate names no trioraft identity ({shown}); expected "
-            f"node-<i>.{DOMAIN} or {CLIENT_HOSTNAME}"
-        )
+        raise _no_identity("the peer's certificate", names)
     return who
+
+
+def _no_identity(whose: str, names: list[str]) -> TLSError:
+    shown = ", ".join(names) if names else "no DNS names"
+    return TLSError(
+        f"{whose} names no trioraft identity ({shown}); expected "
+        f"node-<i>.{DOMAIN} or {CLIENT_HOSTNAME}"
+    )
 
 
 def own_identity(files: TLSFiles) -> Identity:
@@ -197,11 +201,7 @@ def own_identity(files: TLSFiles) -> Identity:
     except TLSError as exc:
         raise TLSError(f"certificate {path}: {exc}") from None
     if who is None:
-        shown = ", ".join(names) if names else "no DNS names"
-        raise TLSError(
-            f"certificate {path} names no trioraft identity ({shown}); expected "
-            f"node-<i>.{DOMAIN} or {CLIENT_HOSTNAME}"
-        )
+        raise _no_identity(f"certificate {path}", names)
     return who
 
 
