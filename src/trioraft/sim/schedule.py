@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -87,15 +88,32 @@ class Fault:
             out["to"] = self.target
         return out
 
-    def describe(self) -> str:
-        """E.g. ``crash leader`` or ``one_way 1->2`` (for summaries)."""
+    def named(self) -> tuple[NodeRef, ...]:
+        """The nodes the fault names, in order (none for a network fault)."""
         if self.kind in NODE_FAULTS:
-            return f"{self.kind} {self.node}"
+            return (self.node,) if self.node is not None else ()
         if self.kind == "partition":
-            return "partition " + ",".join(str(n) for n in self.side) + " | rest"
+            return self.side
+        if self.kind == "one_way" and self.source is not None and self.target is not None:
+            return (self.source, self.target)
+        return ()
+
+    @property
+    def cut_off(self) -> int:
+        """How many nodes it cuts off from the rest (a crash, an isolation, a partition)."""
+        if self.kind == "partition":
+            return len(self.side)
+        return 1 if self.kind in NODE_FAULTS else 0
+
+    def describe(self, nodes: Sequence[NodeRef] | None = None) -> str:
+        """E.g. ``crash leader`` or ``one_way 1->2`` (for summaries); ``nodes``: the
+        nodes it named as resolved when it started, instead of as written."""
+        nodes = self.named() if nodes is None else nodes
+        if self.kind == "partition":
+            return "partition " + ",".join(map(str, nodes)) + " | rest"
         if self.kind == "one_way":
-            return f"one_way {self.source}->{self.target}"
-        return self.kind
+            return f"one_way {nodes[0]}->{nodes[1]}"
+        return f"{self.kind} {nodes[0]}" if nodes else self.kind
 
 
 @dataclass(frozen=True)
@@ -297,9 +315,7 @@ def draw_schedule(
         length = round(min(rng.uniform(*FAULT_LENGTH), duration - t), 3)
         if length <= 0:
             break  # (rounded to the millisecond, as the schedule stores it)
-        busy = [f for f in faults if f.at <= t < f.end]
-        down = sum(len(f.side) if f.kind == "partition" else 1 for f in busy if f.kind != "one_way"
-                   and f.kind not in NETWORK_FAULTS)  # fmt: skip
+        down = sum(f.cut_off for f in faults if f.at <= t < f.end)
         kind = rng.choices(
             ("crash", "isolate", "partition", "one_way", "network"), weights=(4, 3, 2, 2, 3)
         )[0]

@@ -325,22 +325,12 @@ async def _chaos(
         leader = _current_leader(cfg, injector)
         nodes = injector.begin(fault)
         started.add(k)
-        what = _describe(fault, nodes)
+        what = fault.describe(nodes)
         result.faults.append((at, what))
         if leader is not None and not injector.can_lead(leader) and observer.pending is None:
             observer.pending = Failover(f"{what} (leader {leader})", trio.current_time())
             result.failovers.append(observer.pending)
     await trio.sleep_until(t0 + duration)
-
-
-def _describe(fault: Fault, nodes: tuple[int, ...]) -> str:
-    if fault.kind == "partition":
-        return "partition " + ",".join(map(str, nodes)) + " | rest"
-    if fault.kind == "one_way":
-        return f"one_way {nodes[0]}->{nodes[1]}"
-    if nodes:
-        return f"{fault.kind} {nodes[0]}"
-    return fault.kind
 
 
 def _current_leader(cfg: Cluster, injector: FaultInjector) -> int | None:
