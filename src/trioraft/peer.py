@@ -45,7 +45,8 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -62,8 +63,12 @@ from .core.messages import (
     InstallSnapshotArgs,
     InstallSnapshotReply,
     PersistentState,
+    PreVoteArgs,
+    PreVoteReply,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
 from .core.node import DISARMED, RaftNode, Role
 from .core.ready import NOOP, Ready, Snapshot
@@ -81,6 +86,8 @@ log = logging.getLogger("trioraft")
 REQUEST_VOTE = "Raft.RequestVote"
 APPEND_ENTRIES = "Raft.AppendEntries"
 INSTALL_SNAPSHOT = "Raft.InstallSnapshot"
+PRE_VOTE = "Raft.PreVote"
+TIMEOUT_NOW = "Raft.TimeoutNow"
 
 
 class _Signal:
@@ -181,6 +188,8 @@ class Raft:
             snapshot_data=restored.snapshot,
             tracing=self._tracer is not None,
             noop_on_election=config.noop_on_election,
+            pre_vote=config.pre_vote,
+            check_quorum=config.check_quorum,
         )
         self._scope = trio.CancelScope()
         self._killed = False
@@ -211,11 +220,29 @@ class Raft:
         # wait_committed: waiters by index, and a heap of the indexes waited for.
         self._waiters: dict[int, list[_Waiter]] = {}
         self._waiting: list[int] = []
+        node = self._node
+        candidate, leader = attrgetter("candidate_id"), attrgetter("leader_id")
         self._handlers = {
-            REQUEST_VOTE: Handler(self._on_request_vote, RequestVoteArgs, RequestVoteReply),
-            APPEND_ENTRIES: Handler(self._on_append_entries, AppendEntriesArgs, AppendEntriesReply),
+            REQUEST_VOTE: Handler(
+                self._serving(node.handle_request_vote, candidate),
+                RequestVoteArgs,
+                RequestVoteReply,
+            ),
+            APPEND_ENTRIES: Handler(
+                self._serving(node.handle_append_entries, leader),
+                AppendEntriesArgs,
+                AppendEntriesReply,
+            ),
             INSTALL_SNAPSHOT: Handler(
-                self._on_install_snapshot, InstallSnapshotArgs, InstallSnapshotReply
+                self._serving(node.handle_install_snapshot, leader),
+                InstallSnapshotArgs,
+                InstallSnapshotReply,
+            ),
+            PRE_VOTE: Handler(
+                self._serving(node.handle_pre_vote, candidate), PreVoteArgs, PreVoteReply
+            ),
+            TIMEOUT_NOW: Handler(
+                self._serving(node.handle_timeout_now, leader), TimeoutNowArgs, TimeoutNowReply
             ),
         }
         self._emit_trace()
@@ -239,6 +266,25 @@ class Raft:
             self._emit_trace()
             self._writer_wake.set()  # the writer takes every command proposed by then
         return index, term, is_leader
+
+    def transfer_leadership(self, target: int) -> bool:
+        """Leadership transfer (thesis §3.10): this leader stops accepting
+        ``start()``, brings peer ``target`` up to date and tells it to start an
+        election at once (TimeoutNow).  If no election ends the transfer within
+        an election timeout, it is abandoned and this peer leads on.  Returns
+        False if this peer is not the leader."""
+        target = check_int("target", target)
+        if not 0 <= target < len(self._peers):
+            raise ValueError(
+                f"target must be a peer index in 0..{len(self._peers) - 1}, got {target}"
+            )
+        if self._killed:
+            return False
+        started = self._node.transfer_leadership(target)
+        if started and target != self.me:
+            log.info("peer %d: transferring leadership to node %d", self.me, target)
+        self._after_step()
+        return started
 
     def get_state(self) -> tuple[int, bool]:
         return self._node.current_term, self._node.is_leader
@@ -505,11 +551,37 @@ class Raft:
         if node.has_news_for(peer):
             self._wake[peer].set()  # more to send, and this peer has room now
 
-    async def _request_vote(self, peer: int, args: RequestVoteArgs, message_id: int | None) -> None:
-        reply = await self._call(peer, REQUEST_VOTE, args, message_id)
-        if isinstance(reply, RequestVoteReply):
-            self._node.handle_request_vote_reply(peer, args, reply)
-            self._after_step()
+    def _still_current(self, args: object) -> bool:
+        """Is the (pre-)election or transfer a queued request belongs to still on?"""
+        node = self._node
+        if isinstance(args, RequestVoteArgs):
+            return node.role is Role.CANDIDATE and node.current_term == args.term
+        if isinstance(args, PreVoteArgs):
+            return node.role is Role.PRE_CANDIDATE and node.current_term + 1 == args.term
+        assert isinstance(args, TimeoutNowArgs), f"unexpected request {args!r}"
+        return node.is_leader and node.current_term == args.term
+
+    async def _request(self, peer: int, args: object, message_id: int | None) -> None:
+        """Send a request of an election, a pre-election or a transfer, and hand the
+        node its reply."""
+        node = self._node
+        if isinstance(args, RequestVoteArgs):
+            reply = await self._call(peer, REQUEST_VOTE, args, message_id)
+            if not isinstance(reply, RequestVoteReply):
+                return
+            node.handle_request_vote_reply(peer, args, reply)
+        elif isinstance(args, PreVoteArgs):
+            reply = await self._call(peer, PRE_VOTE, args, message_id)
+            if not isinstance(reply, PreVoteReply):
+                return
+            node.handle_pre_vote_reply(peer, args, reply)
+        else:
+            assert isinstance(args, TimeoutNowArgs)
+            reply = await self._call(peer, TIMEOUT_NOW, args, message_id)
+            if not isinstance(reply, TimeoutNowReply):
+                return
+            node.handle_timeout_now_reply(peer, args, reply)
+        self._after_step()
 
     def _trace_send(self, peer: int, args: object) -> int | None:
         """Record a request as sent now, when it is built from the node's state (the
@@ -597,26 +669,20 @@ class Raft:
 
     # ------------------------------------------------------------------ RPC handlers
 
-    def _on_request_vote(self, args: RequestVoteArgs) -> object:
-        if self._killed:
-            return None
-        box = self._receive(args, args.candidate_id)
-        self._node.handle_request_vote(args, box)
-        return self._answer(box)
+    def _serving(
+        self, handle: Callable[[Any, _ReplyBox], None], sender: Callable[[Any], int]
+    ) -> Callable[[Any], object]:
+        """An RPC handler: record the request's arrival, let the node's ``handle``
+        decide it, and answer once the node releases the reply."""
 
-    def _on_append_entries(self, args: AppendEntriesArgs) -> object:
-        if self._killed:
-            return None
-        box = self._receive(args, args.leader_id)
-        self._node.handle_append_entries(args, box)
-        return self._answer(box)
+        def serve(args: Any) -> object:
+            if self._killed:
+                return None
+            box = self._receive(args, sender(args))
+            handle(args, box)
+            return self._answer(box)
 
-    def _on_install_snapshot(self, args: InstallSnapshotArgs) -> object:
-        if self._killed:
-            return None
-        box = self._receive(args, args.leader_id)
-        self._node.handle_install_snapshot(args, box)
-        return self._answer(box)
+        return serve
 
     def _receive(self, args: object, sender: int) -> _ReplyBox:
         trace_id = current_message_id.get()
@@ -730,11 +796,11 @@ class Raft:
             box = out.reply_to
             if box is None:
                 args = out.message
-                assert self._nursery is not None and isinstance(args, RequestVoteArgs)
-                if node.role is not Role.CANDIDATE or node.current_term != args.term:
+                assert self._nursery is not None
+                if not self._still_current(args):
                     continue  # an election this peer left while the Ready was syncing
                 message_id = self._trace_send(out.to, args)
-                self._nursery.start_soon(self._request_vote, out.to, args, message_id)
+                self._nursery.start_soon(self._request, out.to, args, message_id)
             else:
                 self._trace_reply(box, out.message, out.to)
                 box.resolve(out.message)

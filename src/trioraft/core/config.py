@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-_NOT_POSITIVE_NUMBERS = frozenset({"seed", "tracer", "noop_on_election"})
+_FLAGS = ("noop_on_election", "pre_vote", "check_quorum")
+_NOT_POSITIVE_NUMBERS = frozenset({"seed", "tracer", *_FLAGS})
 _WHOLE_NUMBERS = frozenset({"max_append_bytes", "snapshot_chunk_bytes"})
 
 
@@ -33,6 +34,19 @@ class RaftConfig:
       for a client's command.  No-ops are not delivered on the apply channel
       (``command_index`` skips them), so it is off by default: the 6.824 tests
       expect no gaps.
+    - ``pre_vote``: a peer whose election timer fires first asks the others
+      whether they would vote for it at term + 1, without raising its own term,
+      and starts the election only if a majority would (thesis §9.6); and a
+      peer that heard from a leader within the minimum election timeout, or
+      leads, refuses pre-votes and votes (§4.2.3), unless a leadership
+      transfer asks.  A peer that was cut off then rejoins without deposing
+      a healthy leader.
+    - ``check_quorum``: a leader that heard from no majority of the cluster
+      within an election timeout (the maximum) steps down (thesis §6.2), so a
+      leader that can send but not hear does not hold the cluster forever.
+
+    The two extensions are off by default: the 6.824 tests count RPCs.
+    ``trioraft.open_node`` turns both on.
     """
 
     heartbeat_interval: float = 0.1
@@ -43,6 +57,8 @@ class RaftConfig:
     seed: int | None = None
     tracer: Any = None
     noop_on_election: bool = False
+    pre_vote: bool = False
+    check_quorum: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -64,10 +80,10 @@ class RaftConfig:
                 "RaftConfig.tracer must be a trioraft.trace.TraceRecorder (or have an event() "
                 f"method) or None, got {type(self.tracer).__name__}"
             )
-        if not isinstance(self.noop_on_election, bool):
-            raise TypeError(
-                f"RaftConfig.noop_on_election must be True or False, got {self.noop_on_election!r}"
-            )
+        for flag in _FLAGS:
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                raise TypeError(f"RaftConfig.{flag} must be True or False, got {value!r}")
         if self.election_timeout_min > self.election_timeout_max:
             raise ValueError(
                 "RaftConfig.election_timeout_min must not exceed election_timeout_max "

@@ -25,12 +25,18 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
 
 
 class RequestVoteArgs(msgspec.Struct, frozen=True, array_like=True):
-    """RequestVote RPC arguments (Figure 2)."""
+    """RequestVote RPC arguments (Figure 2).
+
+    ``leadership_transfer``: the election was started by a leader's TimeoutNow
+    (thesis §3.10), so a peer that heard from that leader recently still
+    decides it instead of withholding its vote (§4.2.3).
+    """
 
     term: int
     candidate_id: int
     last_log_index: int
     last_log_term: int
+    leadership_transfer: bool = False
 
 
 class RequestVoteReply(msgspec.Struct, frozen=True, array_like=True):
@@ -38,6 +44,39 @@ class RequestVoteReply(msgspec.Struct, frozen=True, array_like=True):
 
     term: int
     vote_granted: bool
+
+
+class PreVoteArgs(msgspec.Struct, frozen=True, array_like=True):
+    """Pre-Vote request (thesis §9.6): RequestVote's fields, with ``term`` the term
+    the pre-candidate would stand for (its own plus one).  Neither side changes
+    its term or vote for it."""
+
+    term: int
+    candidate_id: int
+    last_log_index: int
+    last_log_term: int
+
+
+class PreVoteReply(msgspec.Struct, frozen=True, array_like=True):
+    """Pre-Vote result: a grant carries the term asked about; a refusal the
+    receiver's own term (so a pre-candidate that is behind learns it)."""
+
+    term: int
+    vote_granted: bool
+
+
+class TimeoutNowArgs(msgspec.Struct, frozen=True, array_like=True):
+    """Leadership transfer (thesis §3.10): the leader tells an up-to-date follower
+    to start an election at once."""
+
+    term: int
+    leader_id: int
+
+
+class TimeoutNowReply(msgspec.Struct, frozen=True, array_like=True):
+    """TimeoutNow's acknowledgement: the receiver's term when it got it."""
+
+    term: int
 
 
 class AppendEntriesArgs(msgspec.Struct, frozen=True, array_like=True):
@@ -90,11 +129,13 @@ class InstallSnapshotReply(msgspec.Struct, frozen=True, array_like=True):
     received: int = 0
 
 
-RPC_ARGS = (RequestVoteArgs, AppendEntriesArgs, InstallSnapshotArgs)
+RPC_ARGS = (RequestVoteArgs, AppendEntriesArgs, InstallSnapshotArgs, PreVoteArgs, TimeoutNowArgs)
 """The request types a peer handles."""
 
-AnyArgs = RequestVoteArgs | AppendEntriesArgs | InstallSnapshotArgs
-AnyReply = RequestVoteReply | AppendEntriesReply | InstallSnapshotReply
+AnyArgs = RequestVoteArgs | AppendEntriesArgs | InstallSnapshotArgs | PreVoteArgs | TimeoutNowArgs
+AnyReply = (
+    RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | PreVoteReply | TimeoutNowReply
+)
 
 
 class PersistentState(msgspec.Struct, frozen=True, array_like=True):

@@ -51,14 +51,19 @@ from .messages import (
     InstallSnapshotArgs,
     InstallSnapshotReply,
     PersistentState,
+    PreVoteArgs,
+    PreVoteReply,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
 from .ready import NOOP, HardState, Outbound, Ready, Snapshot
 
 
 class Role(Enum):
     FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"  # asking for pre-votes (thesis §9.6); term unchanged
     CANDIDATE = "candidate"
     LEADER = "leader"
 
@@ -98,6 +103,8 @@ class RaftNode:
         snapshot_data: bytes = b"",
         tracing: bool = False,
         noop_on_election: bool = False,
+        pre_vote: bool = False,
+        check_quorum: bool = False,
     ) -> None:
         if not 0 <= me < n:
             raise ValueError(f"me={me} is not an index into {n} peers")
@@ -108,6 +115,8 @@ class RaftNode:
         self._max_append_bytes = max_append_bytes
         self._chunk_bytes = snapshot_chunk_bytes
         self._noop_on_election = noop_on_election
+        self._pre_vote = pre_vote
+        self._check_quorum = check_quorum
 
         # Persistent state on all servers (Figure 2).
         self.current_term = 0
@@ -158,6 +167,18 @@ class RaftNode:
         self._outstanding: Ready | None = None
         self._outstanding_last = 0
 
+        # Vote withholding (thesis §4.2.3, with Pre-Vote): after hearing from a
+        # leader, the election timer first runs for the minimum timeout (the
+        # lease: votes and pre-votes are refused), then for the rest of its
+        # random timeout.  None: not in a lease.
+        self._lease_rest: float | None = None
+        # CheckQuorum (thesis §6.2): followers a leader heard from this period.
+        self._recent_active: set[int] = set()
+        # Leadership transfer (thesis §3.10): the target, and whether it was
+        # told to start its election.
+        self._transfer: int | None = None
+        self._timeout_now_sent = False
+
         # Local signals (take_signals).
         self._timer: float | None = self._random_timeout()
         self._replicate = False
@@ -166,7 +187,8 @@ class RaftNode:
         # ReadIndex (thesis §6.4): reads waiting for their heartbeat round, the
         # round each follower last answered, whether the newest round still
         # takes reads (no message built with it yet), and answers to hand out.
-        self._reads: list[tuple[Any, int]] = []
+        self._reads: list[tuple[Any, int, int]] = []  # (token, round, read number)
+        self._read_count = 0  # numbers the reads, for the trace
         self._read_round = 0
         self._round_open = False
         self._round_acked = [0] * n
@@ -315,18 +337,51 @@ class RaftNode:
     # ------------------------------------------------------------------ timers
 
     def election_timeout(self) -> None:
-        """The election timer fired: start an election (Figure 2, Followers/Candidates)."""
+        """The election timer fired: start an election (Figure 2, Followers/Candidates),
+        or a pre-election first (thesis §9.6, ``pre_vote``).  With ``pre_vote`` the
+        first firing after hearing from a leader only ends the lease (§4.2.3); a
+        leader's timer (``check_quorum``, or a transfer under way) ends its period."""
+        if self._lease_rest is not None:
+            self._timer, self._lease_rest = self._lease_rest, None
+            return
         if self.role is Role.LEADER:
+            self._leader_period_over()
             return
         self._note("timeout")
-        self._become_candidate()
+        if self._pre_vote:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate()
+
+    def _leader_period_over(self) -> None:
+        """A leader's election timeout passed: a transfer under way is abandoned
+        (thesis §3.10), and with ``check_quorum`` a leader that heard from no
+        majority during the period steps down (§6.2)."""
+        if self._transfer is not None:
+            self._note("transfer_abandoned", target=self._transfer)
+            self._transfer = None
+        if not self._check_quorum:
+            self._timer = DISARMED
+            return
+        if 2 * (len(self._recent_active) + 1) > self.n:
+            self._recent_active = set()
+            self._timer = self._leader_period()
+            return
+        self._note("quorum_lost", heard=sorted(self._recent_active))
+        self._become_follower()
+
+    def _leader_period(self) -> float:
+        """How long a leader waits to check its quorum or abandon a transfer: the
+        longest election timeout, so no follower's timer runs longer."""
+        return self._timeout_range[1]
 
     # ------------------------------------------------------------------ client
 
     def propose(self, command: Any) -> tuple[int, int, bool]:
         """A client command (encoded, ``msgspec.Raw``): a leader appends it to its
         log (Figure 2, Leaders) and replicates it while writing it."""
-        if self.role is not Role.LEADER:
+        if self.role is not Role.LEADER or self._transfer is not None:
+            # A leader handing over leadership takes no new commands (thesis §3.10).
             return -1, self.current_term, False
         index = self.log.append(Entry(self.current_term, command))
         self._replicate = True
@@ -337,6 +392,12 @@ class RaftNode:
 
     def handle_request_vote(self, args: RequestVoteArgs, reply_to: Any = None) -> None:
         """RequestVote receiver implementation (Figure 2)."""
+        if args.term > self.current_term and self._withholds_vote(args.leadership_transfer):
+            # Thesis §4.2.3: heard from a leader within the minimum election
+            # timeout: neither update the term nor grant the vote.
+            self._note("vote", candidate=args.candidate_id, granted=False, withheld=True)
+            self._reply(args.candidate_id, RequestVoteReply(self.current_term, False), reply_to)
+            return
         self._observe_term(args.term)
         granted = False
         # 1. Reply false if term < currentTerm.
@@ -366,6 +427,87 @@ class RaftNode:
             # Candidates: "If votes received from majority of servers: become leader".
             if 2 * len(self.votes) > self.n:
                 self._become_leader()
+
+    def _withholds_vote(self, leadership_transfer: bool = False) -> bool:
+        """Thesis §4.2.3 (with ``pre_vote``): a leader, or a follower that heard from
+        one within the minimum election timeout, believes a leader exists and
+        refuses to help depose it, unless a transfer asks it to."""
+        if not self._pre_vote or leadership_transfer:
+            return False
+        return self.role is Role.LEADER or self._lease_rest is not None
+
+    # ------------------------------------------------------------------ Pre-Vote
+
+    def handle_pre_vote(self, args: PreVoteArgs, reply_to: Any = None) -> None:
+        """Pre-Vote receiver (thesis §9.6): would this peer vote for the candidate
+        at ``args.term``?  It changes neither its term nor its vote, nor its timer."""
+        granted = (
+            args.term > self.current_term
+            and not self._withholds_vote()
+            and self._candidate_log_is_up_to_date(args.last_log_term, args.last_log_index)
+        )
+        self._note("pre_vote", candidate=args.candidate_id, granted=granted)
+        reply = PreVoteReply(args.term if granted else self.current_term, granted)
+        self._reply(args.candidate_id, reply, reply_to)
+
+    def handle_pre_vote_reply(self, peer: int, args: PreVoteArgs, reply: PreVoteReply) -> None:
+        if not reply.vote_granted:
+            self._observe_term(reply.term)  # a refusal carries the voter's term
+        if self.role is not Role.PRE_CANDIDATE or args.term != self.current_term + 1:
+            return  # a reply from a pre-election that is over
+        if reply.vote_granted:
+            self.votes.add(peer)
+            # §9.6: only a pre-candidate a majority would vote for starts an election.
+            if 2 * len(self.votes) > self.n:
+                self._become_candidate()
+
+    # ------------------------------------------------------------------ leadership transfer
+
+    def transfer_leadership(self, target: int) -> bool:
+        """Leader: hand leadership to ``target`` (thesis §3.10): take no new
+        commands, bring ``target``'s log up to date, then send it TimeoutNow.
+        Abandoned if no election ends it within an election timeout.  False if
+        this node is not the leader."""
+        if not 0 <= target < self.n:
+            raise ValueError(f"target={target} is not an index into {self.n} peers")
+        if self.role is not Role.LEADER:
+            return False
+        if target == self.me:
+            return True
+        self._transfer = target
+        self._timeout_now_sent = False
+        self._timer = self._leader_period()
+        self._note("transfer_leadership", target=target)
+        self._replicate = True
+        self._send_timeout_now_if_caught_up()
+        return True
+
+    @property
+    def transferring_to(self) -> int | None:
+        """The target of a leadership transfer under way, or None."""
+        return self._transfer
+
+    def _send_timeout_now_if_caught_up(self) -> None:
+        target = self._transfer
+        if target is None or self._timeout_now_sent:
+            return
+        if self.match_index[target] >= self.log.last_index:
+            self._timeout_now_sent = True
+            self._messages.append(Outbound(target, TimeoutNowArgs(self.current_term, self.me)))
+
+    def handle_timeout_now(self, args: TimeoutNowArgs, reply_to: Any = None) -> None:
+        """TimeoutNow receiver (thesis §3.10): start an election at once, with no
+        pre-election, asking voters to set aside their recent leader."""
+        self._observe_term(args.term)
+        self._reply(args.leader_id, TimeoutNowReply(self.current_term), reply_to)
+        if args.term == self.current_term and self.role is not Role.LEADER:
+            self._note("timeout_now", leader=args.leader_id)
+            self._become_candidate(leadership_transfer=True)
+
+    def handle_timeout_now_reply(
+        self, peer: int, args: TimeoutNowArgs, reply: TimeoutNowReply
+    ) -> None:
+        self._observe_term(reply.term)
 
     def _candidate_log_is_up_to_date(self, last_log_term: int, last_log_index: int) -> bool:
         # §5.4.1: compare the terms of the last entries; if equal, the longer log wins.
@@ -474,12 +616,13 @@ class RaftNode:
         self._observe_term(reply.term)
         if self.role is not Role.LEADER or self.current_term != args.term:
             return  # stale: sent in an earlier term
-        self._ack_round(peer, read_round)
+        self._heard_from(peer, read_round)
         if reply.success:
             match = args.prev_log_index + len(args.entries)
             if match > self.match_index[peer]:
                 self.match_index[peer] = match
                 self._advance_commit_index()
+                self._send_timeout_now_if_caught_up()
             self.next_index[peer] = max(self.next_index[peer], match + 1)
             return
         if args.prev_log_index + 1 != self.next_index[peer]:
@@ -512,11 +655,16 @@ class RaftNode:
             self._read_round += 1
             self._round_open = True
             self._heartbeat_now = True
-        self._reads.append((token, self._read_round))
+        self._read_count += 1
+        self._reads.append((token, self._read_round, self._read_count))
+        self._note("read_index", read=self._read_count)
         self._answer_reads()  # a lone server is its own majority
 
-    def _ack_round(self, peer: int, read_round: int) -> None:
-        """A follower answered, in this term, a message of round ``read_round``."""
+    def _heard_from(self, peer: int, read_round: int) -> None:
+        """A follower answered, in this term, a message of round ``read_round``:
+        it counts towards CheckQuorum's majority (§6.2) and confirms the round's
+        reads (§6.4)."""
+        self._recent_active.add(peer)
         if read_round > self._round_acked[peer]:
             self._round_acked[peer] = read_round
             self._answer_reads()
@@ -536,15 +684,21 @@ class RaftNode:
         if self._reads[0][1] > confirmed:
             return
         waiting = []
-        for token, read_round in self._reads:
+        for read in self._reads:
+            token, read_round, number = read
             if read_round <= confirmed:
+                # §6.4 steps 2-3: a majority answered a message built after the
+                # read arrived, so this was the leader then: commitIndex serves.
                 self._read_answers.append((token, self.commit_index))
+                self._note("read_served", read=number, index=self.commit_index)
             else:
-                waiting.append((token, read_round))
+                waiting.append(read)
         self._reads = waiting
 
     def _fail_reads(self) -> None:
-        self._read_answers.extend((token, None) for token, _ in self._reads)
+        for token, _, number in self._reads:
+            self._read_answers.append((token, None))
+            self._note("read_failed", read=number)
         self._reads = []
 
     # ------------------------------------------------------------------ snapshots
@@ -640,7 +794,7 @@ class RaftNode:
         self._observe_term(reply.term)
         if self.role is not Role.LEADER or self.current_term != args.term:
             return
-        self._ack_round(peer, read_round)
+        self._heard_from(peer, read_round)
         total = args.offset + len(args.data)
         if args.done and reply.received >= total:
             self._snapshot_progress.pop(peer, None)
@@ -648,6 +802,7 @@ class RaftNode:
             if index > self.match_index[peer]:
                 self.match_index[peer] = index
                 self._advance_commit_index()
+                self._send_timeout_now_if_caught_up()
             self.next_index[peer] = max(self.next_index[peer], index + 1)
         else:
             self._snapshot_progress[peer] = (args.last_included_index, reply.received)
@@ -666,11 +821,11 @@ class RaftNode:
 
     def _accept_leader(self, leader_id: int) -> None:
         """A valid AppendEntries/InstallSnapshot of the current term arrived."""
-        if self.role is Role.CANDIDATE:
+        if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             # Candidates: "If AppendEntries RPC received from new leader: convert to follower".
             self._become_follower()
         self.leader_id = leader_id
-        self._reset_election_timer()
+        self._reset_election_timer(lease=self._pre_vote)
 
     def _become_follower(self, *, new_term: bool = False) -> None:
         """Convert to follower; ``new_term``: because a higher term was just seen
@@ -680,8 +835,13 @@ class RaftNode:
         stepped_down = self.role is not Role.FOLLOWER
         self._fail_reads()
         self.role = Role.FOLLOWER
+        self._transfer = None
         if new_term:
             self._note("term_update", new_term=self.current_term)
+            if self._lease_rest is not None:
+                # The lease was for the old term's leader.  The timer runs on to
+                # the end of the lease phase, still past the minimum timeout.
+                self._lease_rest = None
         if stepped_down:
             self._note("become_follower")
         self.leader_id = None
@@ -689,7 +849,22 @@ class RaftNode:
         if was_leader:
             self._reset_election_timer()
 
-    def _become_candidate(self) -> None:
+    def _become_pre_candidate(self) -> None:
+        """Thesis §9.6: ask every peer whether it would vote at term + 1, changing
+        neither term nor vote; the election starts only with a majority's yes."""
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self.votes = {self.me}
+        self._reset_election_timer()  # no majority in time: ask again
+        self._note("become_pre_candidate")
+        if 2 * len(self.votes) > self.n:
+            self._become_candidate()
+            return
+        args = PreVoteArgs(self.current_term + 1, self.me, self.log.last_index, self.log.last_term)
+        self._messages = [m for m in self._messages if not _is_election_request(m)]
+        self._messages.extend(Outbound(peer, args) for peer in self._others())
+
+    def _become_candidate(self, *, leadership_transfer: bool = False) -> None:
         # Candidates: increment currentTerm, vote for self, reset election
         # timer, send RequestVote RPCs to all other servers.
         self.role = Role.CANDIDATE
@@ -706,8 +881,14 @@ class RaftNode:
         # The requests leave in the next Ready, once the new term and the vote
         # for itself are durable (a candidate that crashed and forgot them
         # could vote for another in the same term).
-        args = RequestVoteArgs(self.current_term, self.me, self.log.last_index, self.log.last_term)
-        self._messages = [m for m in self._messages if not isinstance(m.message, RequestVoteArgs)]
+        args = RequestVoteArgs(
+            self.current_term,
+            self.me,
+            self.log.last_index,
+            self.log.last_term,
+            leadership_transfer,
+        )
+        self._messages = [m for m in self._messages if not _is_election_request(m)]
         self._messages.extend(Outbound(peer, args) for peer in self._others())
 
     def _become_leader(self) -> None:
@@ -722,8 +903,11 @@ class RaftNode:
         self._round_acked = [0] * self.n
         self._round_open = False
         self._snapshot_progress = {}
-        self._timer = DISARMED
-        self._messages = [m for m in self._messages if not isinstance(m.message, RequestVoteArgs)]
+        self._transfer = None
+        self._recent_active = set()
+        # A leader needs no election timer, except to check its quorum (§6.2).
+        self._timer = self._leader_period() if self._check_quorum else DISARMED
+        self._messages = [m for m in self._messages if not _is_election_request(m)]
         self._replicate = True
         self._note("become_leader")
         if self._noop_on_election:
@@ -783,8 +967,14 @@ class RaftNode:
         low, high = self._timeout_range
         return self.rng.uniform(low, high)
 
-    def _reset_election_timer(self) -> None:
-        self._timer = self._random_timeout()
+    def _reset_election_timer(self, *, lease: bool = False) -> None:
+        timeout = self._random_timeout()
+        if lease:
+            # §4.2.3: the first part of the timeout is the lease (see election_timeout).
+            low = self._timeout_range[0]
+            self._timer, self._lease_rest = low, timeout - low
+        else:
+            self._timer, self._lease_rest = timeout, None
 
     def trace_state(self) -> tuple[Any, ...]:
         """The state every trace event records (see spec/TRACE.md)."""
@@ -804,3 +994,8 @@ class RaftNode:
     def _note(self, name: str, **fields: Any) -> None:
         if self.trace is not None:
             self.trace.append(TraceEvent(name, fields, self.trace_state()))
+
+
+def _is_election_request(out: Outbound) -> bool:
+    """A RequestVote or PreVote still queued: a new election replaces it."""
+    return isinstance(out.message, (RequestVoteArgs, PreVoteArgs))

@@ -11,8 +11,12 @@ from ..core.messages import (
     Entry,
     InstallSnapshotArgs,
     InstallSnapshotReply,
+    PreVoteArgs,
+    PreVoteReply,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
 from ..core.ready import NOOP
 
@@ -69,8 +73,24 @@ def describe(message: object, sender: int, receiver: int) -> dict[str, Any]:
             last_log_index=message.last_log_index,
             last_log_term=message.last_log_term,
         )
+        if message.leadership_transfer:
+            base["leadership_transfer"] = True  # (absent: false)
     elif isinstance(message, RequestVoteReply):
         base.update(type="RequestVoteReply", term=message.term, vote_granted=message.vote_granted)
+    elif isinstance(message, PreVoteArgs):
+        base.update(
+            type="PreVote",
+            term=message.term,
+            candidate_id=message.candidate_id,
+            last_log_index=message.last_log_index,
+            last_log_term=message.last_log_term,
+        )
+    elif isinstance(message, PreVoteReply):
+        base.update(type="PreVoteReply", term=message.term, vote_granted=message.vote_granted)
+    elif isinstance(message, TimeoutNowArgs):
+        base.update(type="TimeoutNow", term=message.term, leader_id=message.leader_id)
+    elif isinstance(message, TimeoutNowReply):
+        base.update(type="TimeoutNowReply", term=message.term)
     elif isinstance(message, InstallSnapshotArgs):
         base.update(
             type="InstallSnapshot",
