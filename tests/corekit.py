@@ -24,8 +24,11 @@ from trioraft.core.messages import (
     InstallSnapshotArgs,
     InstallSnapshotReply,
     PersistentState,
+    PreVoteArgs,
+    PreVoteReply,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
 )
 from trioraft.core.node import RaftNode
 from trioraft.core.ready import NOOP, Ready, Snapshot
@@ -46,6 +49,9 @@ def make_node(
     max_bytes: int = 1 << 16,
     chunk: int = 1 << 16,
     noop: bool = False,
+    pre_vote: bool = False,
+    check_quorum: bool = False,
+    tracing: bool = False,
 ) -> Driven:
     index, snap_term, data = snapshot
     restored = None
@@ -62,6 +68,9 @@ def make_node(
         restored=restored,
         snapshot_data=data,
         noop_on_election=noop,
+        pre_vote=pre_vote,
+        check_quorum=check_quorum,
+        tracing=tracing,
     )
     return Driven(node)
 
@@ -109,7 +118,8 @@ class Mirror:
 class Settled:
     """What the Readies of one settle() released."""
 
-    requests: list[tuple[int, Any]] = field(default_factory=list)  # (to, RequestVoteArgs)
+    # (to, RequestVoteArgs / PreVoteArgs / TimeoutNowArgs)
+    requests: list[tuple[int, Any]] = field(default_factory=list)
     replies: dict[int, Any] = field(default_factory=dict)  # id(request) -> reply
     applied: list[tuple[int, Any]] = field(default_factory=list)  # (index, value) / snapshot
     reads: list[tuple[Any, int | None]] = field(default_factory=list)  # ReadIndex answers
@@ -142,6 +152,8 @@ class Driven:
             RequestVoteArgs: self.node.handle_request_vote,
             AppendEntriesArgs: self.node.handle_append_entries,
             InstallSnapshotArgs: self.node.handle_install_snapshot,
+            PreVoteArgs: self.node.handle_pre_vote,
+            TimeoutNowArgs: self.node.handle_timeout_now,
         }[type(args)]
         handle(args, args)
         settled = self.settle()
@@ -202,6 +214,16 @@ class Driven:
 
     def _check_message(self, message: Any, request: Any) -> None:
         disk = self.disk
+        if isinstance(message, PreVoteArgs):
+            # Thesis §9.6: a pre-vote asks about the term after the saved one and
+            # changes nothing, so nothing need be durable for it but the log it shows.
+            assert message.term <= disk.term + 1, "a pre-vote beyond the next term"
+            assert disk.holds(message.last_log_index, message.last_log_term)
+            return
+        if isinstance(message, PreVoteReply) and message.vote_granted:
+            # A grant answers with the term asked about, and promises nothing.
+            assert message.term == request.term, "a pre-vote grant not of the term asked"
+            return
         assert message.term <= disk.term, f"{type(message).__name__} of an unsaved term"
         if isinstance(message, RequestVoteArgs):
             assert (disk.term, disk.voted_for) == (message.term, self.node.me), (
@@ -233,9 +255,17 @@ class Driven:
 
 
 def elect(a: Driven, granted_by: list[int] | None = None) -> list[tuple[int, Any]]:
-    """Time ``a`` out and grant it every other vote (or those of ``granted_by``)."""
+    """Time ``a`` out and grant it every other vote (or those of ``granted_by``);
+    with ``pre_vote`` the same peers grant its pre-votes first.  Returns the
+    RequestVotes sent."""
     a.node.election_timeout()
     requests = a.settle().requests
+    if requests and isinstance(requests[0][1], PreVoteArgs):
+        voters = granted_by if granted_by is not None else [peer for peer, _ in requests]
+        for peer, request in requests:
+            if peer in voters:
+                a.node.handle_pre_vote_reply(peer, request, PreVoteReply(request.term, True))
+        requests = a.settle().requests
     voters = granted_by if granted_by is not None else [peer for peer, _ in requests]
     for peer, request in requests:
         if peer in voters:

@@ -796,3 +796,16 @@ async def test_delayed_requests_arrive_late_and_out_of_order(seed: int) -> None:
         assert sum(1 for t in took if t >= 0.2) >= 10  # about half held back 200-2200 ms
         assert sum(1 for t in took if t == 0) >= 10
         assert js.log2 != sorted(js.log2)  # late ones overtaken by later ones
+
+
+@pytest.mark.real_clock_ok
+async def test_replies_lost_delivers_requests_but_never_their_replies(seed: int) -> None:
+    # A one-way link (set_replies_lost): the caller can send but not hear.
+    async with open_network(seed=seed) as net:
+        end, js = connected_end(net)
+        net.set_replies_lost("end1-99", True)
+        assert await end.call("JunkServer.Handler2", 5) is None
+        assert js.log2 == [5], "the request arrived"
+        net.set_replies_lost("end1-99", False)
+        assert await end.call("JunkServer.Handler2", 6) == "handler2-6"
+        assert js.log2 == [5, 6]

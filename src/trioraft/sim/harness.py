@@ -222,6 +222,15 @@ class Cluster:
             if self.endnames[j][i]:
                 self.net.enable(self.endnames[j][i], False)
 
+    def deafen(self, i: int, deaf: bool = True) -> None:
+        """One-way partition of connected server i: what it sends arrives, but it
+        hears nothing (replies to it and requests to it are lost)."""
+        for j in range(self.n):
+            if j != i and self.endnames[i][j]:
+                self.net.set_replies_lost(self.endnames[i][j], deaf)
+            if j != i and self.endnames[j][i]:
+                self.net.enable(self.endnames[j][i], not deaf and self.connected[j])
+
     def setunreliable(self, unreliable: bool) -> None:
         self.net.set_reliable(not unreliable)
 

@@ -213,6 +213,7 @@ class Network:
         self._delay_requests = False  # hold back some requests a long time
         self._ends: dict[str, SimClientEnd] = {}
         self._enabled: dict[str, bool] = {}  # by end name
+        self._deaf: set[str] = set()  # ends whose requests arrive but whose replies are lost
         self._servers: dict[str, _Server] = {}  # by server name
         self._connections: dict[str, str] = {}  # end name -> server name
         self._closed = False  # cleaned up: calls return None at once
@@ -246,6 +247,14 @@ class Network:
     def enable(self, endname: str, enabled: bool) -> None:
         """Enable or disable a client end."""
         self._enabled[endname] = enabled
+
+    def set_replies_lost(self, endname: str, lost: bool) -> None:
+        """A one-way link: requests sent through ``endname`` still arrive, but
+        every reply to them is lost (the caller can send but not hear)."""
+        if lost:
+            self._deaf.add(endname)
+        else:
+            self._deaf.discard(endname)
 
     def set_reliable(self, yes: bool) -> None:
         """``False`` means delay requests and drop requests and replies."""
@@ -393,6 +402,9 @@ class Network:
             return None
         if self._is_server_dead(route.endname, route.servername, route.server):
             req.fate = ("reply", "server dead")
+            return None
+        if route.endname in self._deaf:
+            req.fate = ("reply", "one-way link")
             return None
         try:
             return encode(result)
