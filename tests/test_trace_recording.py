@@ -97,7 +97,7 @@ def test_recorder_writes_ndjson_with_a_versioned_header(tmp_path: Path) -> None:
         recorder.event(0, "timeout", (1, "follower", None, 0, 0, 0, 0, 0, 0))
     lines = path.read_text().splitlines()
     header = json.loads(lines[0])
-    assert header["format"] == "trioraft-trace" and header["version"] == 3
+    assert header["format"] == "trioraft-trace" and header["version"] == 4
     assert header["nodes"] == 2 and header["seed"] == 9
     assert read_trace(str(path)).events[0]["state"]["role"] == "follower"
 

@@ -27,11 +27,12 @@ import msgspec
 import trio
 
 TRACE_FORMAT = "trioraft-trace"
-TRACE_VERSION = 3
+TRACE_VERSION = 4
 """Version 2 adds the ``noop`` event and replies sent in a later step than their
-request's; version 3 logs ``term_update`` with the node already a follower
-(spec/TRACE.md).  A reader reads every version up to this one."""
-READABLE_VERSIONS = frozenset({1, 2, 3})
+request's; version 3 logs ``term_update`` with the node already a follower;
+version 4 adds the extensions' events and messages (Pre-Vote, CheckQuorum,
+leadership transfer, ReadIndex; spec/TRACE.md).  A reader reads every version up to this one."""
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 
 current_message_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "trioraft_current_message_id", default=None
