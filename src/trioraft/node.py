@@ -81,7 +81,7 @@ class NodeConfig:
     - ``data_dir``: where its DiskStorage lives (made if missing);
     - ``tls`` (:class:`~trioraft.TLSFiles`) or ``insecure=True``: one of them;
     - ``raft``: timing and limits (default: a no-op on election, as a node
-      serving reads needs);
+      serving reads needs, and Pre-Vote and CheckQuorum on);
     - ``snapshot_log_bytes``: compact once the log holds this much past the
       last snapshot;
     - ``listen``: the ``host:port`` to bind when not ``cluster[id]`` (e.g. all
@@ -327,7 +327,7 @@ class Node:
 
 
 def _node_raft_config(config: NodeConfig, tracer: TraceRecorder | None) -> RaftConfig:
-    raft = config.raft or RaftConfig(noop_on_election=True)
+    raft = config.raft or RaftConfig(noop_on_election=True, pre_vote=True, check_quorum=True)
     return replace(raft, tracer=tracer) if tracer is not None else raft
 
 
