@@ -24,6 +24,7 @@ def faults(nodes: int, duration: float) -> st.SearchStrategy[Fault]:
     kinds = [
         st.builds(Fault, st.just("crash"), at, length, node=ref),
         st.builds(Fault, st.just("isolate"), at, length, node=ref),
+        st.builds(Fault, st.just("deaf"), at, length, node=ref),
         st.builds(Fault, st.sampled_from(NETWORK_FAULTS), at, length),
     ]
     if nodes > 1:
@@ -50,8 +51,13 @@ def schedules(
     nodes: st.SearchStrategy[int] = SIZES,
     duration: float = 8.0,
     max_faults: int = 12,
+    extensions: bool = False,
 ) -> Schedule:
+    """A schedule; with ``extensions``, Pre-Vote and CheckQuorum drawn on or off too."""
     n = draw(nodes)
+    flags = {}
+    if extensions:
+        flags = {"pre_vote": draw(st.booleans()), "check_quorum": draw(st.booleans())}
     return Schedule(
         seed=draw(st.integers(0, 2**16)),
         nodes=n,
@@ -64,6 +70,7 @@ def schedules(
         ),
         unreliable=draw(st.booleans()),
         snapshot_every=draw(st.sampled_from([0, 5, 10])),
+        **flags,
     )
 
 

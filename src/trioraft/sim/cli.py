@@ -50,6 +50,23 @@ def add_simulate_arguments(
         help="the whole fault phase on labrpc's unreliable network (delays, 10%% loss)",
     )
     simulate.add_argument(
+        "--pre-vote",
+        action="store_true",
+        help="the peers run Pre-Vote (RaftConfig.pre_vote), and the drawn schedule "
+        "has deaf nodes too",
+    )
+    simulate.add_argument(
+        "--check-quorum",
+        action="store_true",
+        help="the peers run CheckQuorum (RaftConfig.check_quorum), and the drawn "
+        "schedule has deaf nodes too",
+    )
+    simulate.add_argument(
+        "--extensions",
+        action="store_true",
+        help="both: --pre-vote --check-quorum",
+    )
+    simulate.add_argument(
         "--snapshot-every",
         type=whole_number(0),
         default=10,
@@ -94,9 +111,19 @@ def run_simulate(args: argparse.Namespace) -> int:
     return _one_run(args, schedule)
 
 
+def _extensions(args: argparse.Namespace) -> dict[str, bool]:
+    """``pre_vote`` and ``check_quorum`` as the options ask (``--extensions``: both)."""
+    both = bool(getattr(args, "extensions", False))
+    return {
+        "pre_vote": both or bool(getattr(args, "pre_vote", False)),
+        "check_quorum": both or bool(getattr(args, "check_quorum", False)),
+    }
+
+
 def _schedule(args: argparse.Namespace) -> Any:
     from .schedule import ScheduleError, draw_schedule, load_schedule
 
+    extensions = _extensions(args)
     if args.schedule:
         try:
             with open(args.schedule, encoding="utf-8") as file:
@@ -105,13 +132,24 @@ def _schedule(args: argparse.Namespace) -> Any:
             raise ScheduleError(
                 f"cannot read the schedule {args.schedule}: {_reason(exc)}"
             ) from None
-        return load_schedule(text, args.schedule)
+        schedule = load_schedule(text, args.schedule)
+        for flag, wanted in extensions.items():
+            if wanted and not getattr(schedule, flag):
+                option = "--" + flag.replace("_", "-")
+                if not getattr(args, flag, False):
+                    option = "--extensions"
+                raise ScheduleError(
+                    f"{option}: the schedule {args.schedule} runs without it, and a replay "
+                    f'runs as saved (set "{flag}": true in the file to turn it on)'
+                )
+        return schedule
     return draw_schedule(
         args.seed,
         args.nodes,
         args.duration,
         unreliable=args.unreliable,
         snapshot_every=args.snapshot_every,
+        **extensions,
     )
 
 
@@ -138,7 +176,9 @@ def _sweep(args: argparse.Namespace) -> int:
             "--save-schedule or --trace (a failure's are saved under traces/failures/)"
         )
     seeds = parse_seeds(args.seeds)
-    options = SweepOptions(args.nodes, args.duration, args.unreliable, args.snapshot_every)
+    options = SweepOptions(
+        args.nodes, args.duration, args.unreliable, args.snapshot_every, **_extensions(args)
+    )
     with _progress_bar(args, len(seeds), "seeds", threshold=2) as progress:
         done = [0]
 

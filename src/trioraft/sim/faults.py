@@ -2,9 +2,11 @@
 
 Every fault is counted while it holds, so overlapping faults compose: a node is
 down while any crash holds it, and a link from i to j works only when both are
-up and no isolation, partition or one-way fault blocks it.  After every change
-the injector sets each client end (i's end to j carries i's requests to j and
-their replies) and the harness's ``connected`` flags to match.
+up and no isolation, partition or one-way fault blocks it, and neither is deaf.
+A deaf node's requests still arrive (its end to j stays enabled, but loses
+replies); requests to it are lost.  After every change the injector sets each
+client end (i's end to j carries i's requests to j and their replies) and the
+harness's ``connected`` flags to match.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class FaultInjector:
         self.crashed: Counter[int] = Counter()
         self.blocked: Counter[tuple[int, int]] = Counter()  # (from, to): i's requests to j lost
         self.isolated: Counter[int] = Counter()
+        self.deaf: Counter[int] = Counter()  # hears nothing; what it sends arrives
         self.network: Counter[str] = Counter()
         self._resolved: dict[int, tuple[int, ...]] = {}  # id(fault) -> the nodes it named
 
@@ -48,6 +51,9 @@ class FaultInjector:
         elif kind == "isolate":
             nodes = (self.resolve(fault.node),)
             self.isolated[nodes[0]] += 1
+        elif kind == "deaf":
+            nodes = (self.resolve(fault.node),)
+            self.deaf[nodes[0]] += 1
         elif kind == "partition":
             nodes = tuple(sorted({self.resolve(n) for n in fault.side}))
             for a, b in self._crossing(nodes):
@@ -73,6 +79,8 @@ class FaultInjector:
                 self.cfg.start1(nodes[0])
         elif kind == "isolate":
             self.isolated[nodes[0]] -= 1
+        elif kind == "deaf":
+            self.deaf[nodes[0]] -= 1
         elif kind == "partition":
             for a, b in self._crossing(nodes):
                 self.blocked[a, b] -= 1
@@ -90,6 +98,7 @@ class FaultInjector:
         self.crashed.clear()
         self.blocked.clear()
         self.isolated.clear()
+        self.deaf.clear()
         self.network.clear()
         self._resolved.clear()
         self._update()
@@ -98,12 +107,17 @@ class FaultInjector:
         return self.crashed[i] == 0
 
     def link(self, i: int, j: int) -> bool:
-        """Whether i's requests reach j (and their replies come back)."""
+        """Whether i's requests reach j and their replies come back (i is not deaf)."""
+        return i == j or (self.arrives(i, j) and self.deaf[i] == 0)
+
+    def arrives(self, i: int, j: int) -> bool:
+        """Whether i's requests reach j (their replies are lost if i is deaf)."""
         return i == j or (
             self.crashed[i] == 0
             and self.crashed[j] == 0
             and self.isolated[i] == 0
             and self.isolated[j] == 0
+            and self.deaf[j] == 0
             and self.blocked[i, j] == 0
         )
 
@@ -129,7 +143,8 @@ class FaultInjector:
             cfg.connected[i] = self.up(i) and self.isolated[i] == 0
             for j in range(cfg.n):
                 if cfg.endnames[i][j]:
-                    net.enable(cfg.endnames[i][j], self.link(i, j))
+                    net.enable(cfg.endnames[i][j], self.arrives(i, j))
+                    net.set_replies_lost(cfg.endnames[i][j], self.deaf[i] > 0)
 
     chaos_unreliable = False
     """The whole chaos phase is unreliable (``--unreliable``); ``heal`` clears it."""

@@ -3,9 +3,11 @@
 A :class:`Schedule` is everything a simulated run depends on besides the code:
 the seed (for the network's, the peers' and the client's random choices), the
 cluster's size, how long the chaos lasts, the client's load, how often the
-service snapshots, and a list of :class:`Fault` intervals.  It is written and
-read as JSON (:func:`dump_schedule`, :func:`load_schedule`), so a run can be
-saved and replayed in another process, byte for byte.
+service snapshots, which Raft extensions the peers run (``pre_vote`` and
+``check_quorum``, :class:`~trioraft.core.config.RaftConfig`'s flags: off unless
+the schedule says ``true``), and a list of :class:`Fault` intervals.  It is
+written and read as JSON (:func:`dump_schedule`, :func:`load_schedule`), so a
+run can be saved and replayed in another process, byte for byte.
 
 Each fault holds for an interval ``[at, at + for)`` of virtual seconds after
 the chaos starts.  Faults may overlap, and each one is undone at its end
@@ -17,6 +19,7 @@ when the fault starts (or, with no leader, a node drawn from the run's seed).
 |---|---|---|
 | ``crash`` | ``node`` | the node is down; it restarts from its storage at the end |
 | ``isolate`` | ``node`` | the node is cut off from every other (both directions) |
+| ``deaf`` | ``node`` | the node's requests arrive, but replies to it and requests to it are lost |
 | ``partition`` | ``side`` (a list of nodes) | no message crosses between ``side`` and the rest |
 | ``one_way`` | ``from``, ``to`` | ``from``'s requests to ``to`` are lost (``to`` hears nothing) |
 | ``unreliable`` | | labrpc's unreliable network: delays, and 10 % of requests and replies lost |
@@ -25,6 +28,13 @@ when the fault starts (or, with no leader, a node drawn from the run's seed).
 | ``duplicate`` | | every delivered request is delivered again, up to 200 ms later |
 
 :func:`draw_schedule` draws the default schedule from a seed.
+
+A deaf node can send but hears nothing: the others act on its requests, and it
+never hears their answers.  A deaf leader's heartbeats hold its followers, so
+without CheckQuorum nobody replaces it until the fault ends.  It counts as cut
+off, like a crashed or isolated node.  :func:`draw_schedule` draws deaf nodes
+only when an extension is on: with both off, a seed draws the same schedule as
+before ``deaf`` existed.
 """
 
 from __future__ import annotations
@@ -40,8 +50,11 @@ SCHEDULE_VERSION: Final = 1
 NodeRef = int | Literal["leader"]
 """A node number, or ``"leader"``: whoever leads when the fault starts."""
 
-NODE_FAULTS: Final = ("crash", "isolate")
+NODE_FAULTS: Final = ("crash", "isolate", "deaf")
 NETWORK_FAULTS: Final = ("unreliable", "long_reordering", "long_delays", "duplicate")
+EXTENSION_FLAGS: Final = ("pre_vote", "check_quorum")
+"""The schedule's switches for RaftConfig's extensions (JSON keys, written only when true)."""
+
 FAULT_KINDS: Final = (*NODE_FAULTS, "partition", "one_way", *NETWORK_FAULTS)
 
 DEFAULT_CLIENT_INTERVAL: Final = 0.2
@@ -68,7 +81,7 @@ class Fault:
     kind: str
     at: float
     length: float
-    node: NodeRef | None = None  # crash, isolate
+    node: NodeRef | None = None  # crash, isolate, deaf
     side: tuple[NodeRef, ...] = ()  # partition
     source: NodeRef | None = None  # one_way: whose requests are lost ...
     target: NodeRef | None = None  # ... on the way to whom
@@ -100,7 +113,8 @@ class Fault:
 
     @property
     def cut_off(self) -> int:
-        """How many nodes it cuts off from the rest (a crash, an isolation, a partition)."""
+        """How many nodes it cuts off from the rest (a crash, an isolation, a deaf
+        node, a partition)."""
         if self.kind == "partition":
             return len(self.side)
         return 1 if self.kind in NODE_FAULTS else 0
@@ -127,13 +141,15 @@ class Schedule:
     unreliable: bool = False  # the whole chaos phase on labrpc's unreliable network
     client_interval: float = DEFAULT_CLIENT_INTERVAL
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY  # 0: the service never snapshots
+    pre_vote: bool = False  # RaftConfig.pre_vote for every peer
+    check_quorum: bool = False  # RaftConfig.check_quorum for every peer
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         check_schedule(self)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": SCHEDULE_VERSION,
             "seed": self.seed,
             "nodes": self.nodes,
@@ -141,8 +157,19 @@ class Schedule:
             "unreliable": self.unreliable,
             "client_interval": self.client_interval,
             "snapshot_every": self.snapshot_every,
-            "faults": [f.to_json() for f in self.faults],
         }
+        # The extensions only when on: a schedule without them reads and writes
+        # as it did before they existed.
+        for flag in EXTENSION_FLAGS:
+            if getattr(self, flag):
+                out[flag] = True
+        out["faults"] = [f.to_json() for f in self.faults]
+        return out
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The extensions on, e.g. ``("pre_vote", "check_quorum")``."""
+        return tuple(flag for flag in EXTENSION_FLAGS if getattr(self, flag))
 
 
 # ------------------------------------------------------------------ checks
@@ -160,8 +187,15 @@ def check_schedule(s: Schedule) -> None:
         raise ScheduleError(
             f"snapshot_every: must be a whole number >= 0, got {s.snapshot_every!r}"
         )
+    for flag in ("unreliable", *EXTENSION_FLAGS):
+        _flag(flag, getattr(s, flag))
     for k, f in enumerate(s.faults):
         _check_fault(f, s.nodes, f"faults[{k}]")
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ScheduleError(f"{name}: must be true or false, got {value!r}")
 
 
 def _positive(name: str, value: object) -> None:
@@ -228,7 +262,7 @@ def schedule_from_json(data: object) -> Schedule:
     if not isinstance(data, dict):
         raise ScheduleError("a schedule is a JSON object")
     known = {"version", "seed", "nodes", "duration", "unreliable", "client_interval",
-             "snapshot_every", "faults"}  # fmt: skip
+             "snapshot_every", "faults", *EXTENSION_FLAGS}  # fmt: skip
     for key in data:
         if key not in known:
             raise ScheduleError(f"{key}: unknown field")
@@ -240,14 +274,14 @@ def schedule_from_json(data: object) -> Schedule:
     faults = data.get("faults", [])
     if not isinstance(faults, list):
         raise ScheduleError("faults: must be a list")
-    unreliable = data.get("unreliable", False)
-    if not isinstance(unreliable, bool):
-        raise ScheduleError(f"unreliable: must be true or false, got {unreliable!r}")
+    flags = {name: data.get(name, False) for name in ("unreliable", *EXTENSION_FLAGS)}
+    for name, value in flags.items():
+        _flag(name, value)
     return Schedule(
         seed=data["seed"],
         nodes=data["nodes"],
         duration=data["duration"],
-        unreliable=unreliable,
+        **flags,
         client_interval=data.get("client_interval", DEFAULT_CLIENT_INTERVAL),
         snapshot_every=data.get("snapshot_every", DEFAULT_SNAPSHOT_EVERY),
         faults=tuple(_fault_from_json(f, f"faults[{k}]") for k, f in enumerate(faults)),
@@ -261,6 +295,7 @@ def _fault_from_json(data: object, where: str) -> Fault:
     allowed = {"kind", "at", "for"} | {
         "crash": {"node"},
         "isolate": {"node"},
+        "deaf": {"node"},
         "partition": {"side"},
         "one_way": {"from", "to"},
     }.get(str(kind), set())
@@ -295,6 +330,8 @@ def draw_schedule(
     unreliable: bool = False,
     client_interval: float = DEFAULT_CLIENT_INTERVAL,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    pre_vote: bool = False,
+    check_quorum: bool = False,
 ) -> Schedule:
     """The default schedule for ``seed``: a fault every 0.5-2.5 s, each holding 0.5-5 s.
 
@@ -303,9 +340,18 @@ def draw_schedule(
     one-way links and periods of unreliable, reordering, slow-failing or
     duplicating network.  So the cluster can always make progress, and the
     run measures how fast it does.
+
+    With ``pre_vote`` or ``check_quorum`` the peers run those extensions, and
+    deaf nodes (most of them the leader) are drawn too, counted in the
+    minority.  With both off, the same seed draws the same schedule as before
+    they existed.
     """
     rng = random.Random(f"trioraft-schedule-{seed}")
     max_down = (nodes - 1) // 2
+    kinds: tuple[str, ...] = ("crash", "isolate", "partition", "one_way", "network")
+    weights: tuple[int, ...] = (4, 3, 2, 2, 3)
+    if pre_vote or check_quorum:
+        kinds, weights = (*kinds, "deaf"), (*weights, 2)
     faults: list[Fault] = []
     t = 0.0
     while True:
@@ -316,10 +362,8 @@ def draw_schedule(
         if length <= 0:
             break  # (rounded to the millisecond, as the schedule stores it)
         down = sum(f.cut_off for f in faults if f.at <= t < f.end)
-        kind = rng.choices(
-            ("crash", "isolate", "partition", "one_way", "network"), weights=(4, 3, 2, 2, 3)
-        )[0]
-        if kind in ("crash", "isolate", "partition") and down >= max_down:
+        kind = rng.choices(kinds, weights=weights)[0]
+        if kind in ("crash", "isolate", "deaf", "partition") and down >= max_down:
             kind = "one_way" if nodes > 1 else "network"
         fault = _draw_fault(rng, kind, nodes, max_down - down, t, length)
         if fault is not None:
@@ -332,6 +376,8 @@ def draw_schedule(
         unreliable=unreliable,
         client_interval=client_interval,
         snapshot_every=snapshot_every,
+        pre_vote=pre_vote,
+        check_quorum=check_quorum,
     )
 
 

@@ -36,6 +36,7 @@ from typing import IO, Any
 import trio
 import trio.testing
 
+from ..core.config import RaftConfig
 from ..determinism import seed_scheduler
 from ..model.validator import Violation
 from ..trace.recorder import TraceRecorder
@@ -124,6 +125,8 @@ def run_simulation(
     duration: float = 60.0,
     *,
     unreliable: bool = False,
+    pre_vote: bool = False,
+    check_quorum: bool = False,
     schedule: Schedule | None = None,
     progress: Callable[[float], None] | None = None,
     trace: IO[bytes] | None = None,
@@ -133,13 +136,22 @@ def run_simulation(
     """Run one simulation to completion (its own ``trio.run``, in virtual time).
 
     ``schedule`` is run as given; without one, the schedule drawn from
-    ``seed`` for ``nodes`` peers and ``duration`` seconds of chaos.  The trace
+    ``seed`` for ``nodes`` peers and ``duration`` seconds of chaos (with the
+    extensions ``pre_vote`` and ``check_quorum`` as asked).  The peers run the
+    extensions the schedule turns on.  The trace
     goes to ``trace`` (an open binary file) as it is recorded, and each event
     record to ``listener``.  With ``validate`` (the default) the trace is
     validated as it is recorded and the run stops at the first violation.
     """
     if schedule is None:
-        schedule = draw_schedule(seed, nodes, duration, unreliable=unreliable)
+        schedule = draw_schedule(
+            seed,
+            nodes,
+            duration,
+            unreliable=unreliable,
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
+        )
     result = SimulationResult(schedule)
     wall0, cpu0 = time.perf_counter(), time.process_time()  # wall-clock ok: measuring ourselves
     watchdog = Watchdog(name=f"the simulation of seed {schedule.seed}")
@@ -224,6 +236,7 @@ async def _simulate(
             snapshot=schedule.snapshot_every > 0,
             snapshot_interval=max(schedule.snapshot_every, 1),
             seed=schedule.seed,
+            raft_config=_raft_config(schedule),
             tracer=recorder,
         ) as cfg:
             await _phases(cfg, result, observer, progress)
@@ -231,6 +244,13 @@ async def _simulate(
     if live is not None:
         live.verdict(cut=cut or stop.cancelled_caught)
     result.events = recorder.events
+
+
+def _raft_config(schedule: Schedule) -> RaftConfig | None:
+    """The peers' RaftConfig: the defaults, with the extensions the schedule turns on."""
+    if not schedule.extensions:
+        return None
+    return RaftConfig(pre_vote=schedule.pre_vote, check_quorum=schedule.check_quorum)
 
 
 def _fan_out(
@@ -469,7 +489,8 @@ def format_summary(result: SimulationResult) -> str:
     lines = [
         f"trioraft simulate: seed {s.seed}, {s.nodes} nodes, {s.duration:g} s of faults "
         f"then heal, {'unreliable' if s.unreliable else 'reliable'} network, "
-        f"snapshots every {s.snapshot_every or 'never'} entries",
+        f"snapshots every {s.snapshot_every or 'never'} entries"
+        + extensions_note(s.pre_vote, s.check_quorum),
         f"  wall time        {result.wall_seconds:.2f} s ({result.cpu_seconds:.2f} s CPU), "
         f"{s.duration / max(result.wall_seconds, 1e-9):.0f} simulated s per wall s",
         f"  faults           {len(result.faults)} started: " + _fault_counts(result),
@@ -508,6 +529,12 @@ def format_summary(result: SimulationResult) -> str:
     else:
         lines.append(f"  result: FAILED {result.failure}")
     return "\n".join(lines)
+
+
+def extensions_note(pre_vote: bool, check_quorum: bool) -> str:
+    """``", with Pre-Vote and CheckQuorum"`` (what a summary line adds), or ``""``."""
+    on = [name for name, flag in (("Pre-Vote", pre_vote), ("CheckQuorum", check_quorum)) if flag]
+    return f", with {' and '.join(on)}" if on else ""
 
 
 def _fault_counts(result: SimulationResult) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .schedule import Schedule, draw_schedule, dump_schedule
-from .simulate import run_simulation
+from .simulate import extensions_note, run_simulation
 
 FAILURES_DIR = Path("traces") / "failures"
 
@@ -32,6 +32,8 @@ class SweepOptions:
     duration: float = 60.0
     unreliable: bool = False
     snapshot_every: int = 10
+    pre_vote: bool = False
+    check_quorum: bool = False
 
     def schedule(self, seed: int) -> Schedule:
         return draw_schedule(
@@ -40,6 +42,8 @@ class SweepOptions:
             self.duration,
             unreliable=self.unreliable,
             snapshot_every=self.snapshot_every,
+            pre_vote=self.pre_vote,
+            check_quorum=self.check_quorum,
         )
 
 
@@ -172,7 +176,8 @@ def format_sweep(result: SweepResult, jobs: int) -> str:
     lines = [
         f"trioraft simulate: seeds {seeds.start}-{seeds.stop - 1}, {o.nodes} nodes, "
         f"{o.duration:g} s of faults each, {'unreliable' if o.unreliable else 'reliable'} "
-        f"network, snapshots every {o.snapshot_every or 'never'} entries, {jobs} job(s)",
+        f"network, snapshots every {o.snapshot_every or 'never'} entries"
+        f"{extensions_note(o.pre_vote, o.check_quorum)}, {jobs} job(s)",
         f"  {'runs':<18}{len(runs)} of {len(seeds)}, {len(result.failures)} violation(s)",
         f"  {'wall time':<18}{result.wall_seconds:.1f} s, "
         f"{60 * len(runs) / max(result.wall_seconds, 1e-9):.0f} runs per wall minute",
