@@ -197,7 +197,9 @@ class RaftNode:
         self.trace: list[TraceEvent] | None = [] if tracing else None
         if self.trace is not None:
             log = [(entry.term, entry.command) for entry in self.log.entries]
-            self._note("init", restored=restored is not None, log=log)
+            extensions = {"pre_vote": pre_vote, "check_quorum": check_quorum}
+            on = {name: True for name, flag in extensions.items() if flag}  # (absent: off)
+            self._note("init", restored=restored is not None, log=log, **on)
 
     # ------------------------------------------------------------------ queries
 
