@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from trioraft.model import actions as a
-from trioraft.model.actions import Bounds, Step, apply_step, settle, successors, tidy_network
 from trioraft.model.check_cli import add_arguments, run
 from trioraft.model.checker import MAX_MEMORY, MAX_STATES, Fingerprinter, check, resident_memory
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
 from trioraft.model.mutants import MUTANTS
+from trioraft.model.search import Bounds, Step, apply_step, settle, successors, tidy_network
 from trioraft.model.state import (
     LEADER,
     AppendEntriesRequest,

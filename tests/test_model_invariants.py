@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from trioraft.model import invariants as inv
-from trioraft.model.actions import Bounds, successors
 from trioraft.model.invariants import INVARIANTS, INVARIANTS_BY_NAME, first_violation, violations
+from trioraft.model.search import Bounds, successors
 from trioraft.model.state import (
     CANDIDATE,
     LEADER,

@@ -7,13 +7,10 @@ event that drives it, the invariants, the checker's bounds.
 """
 
 from .actions import (
-    Bounds,
-    Step,
     advance_commit_index,
     append_entries,
     apply,
     apply_snapshot,
-    apply_step,
     become_leader,
     client_request,
     drop_message,
@@ -30,14 +27,13 @@ from .actions import (
     receive,
     request_vote,
     restart,
-    settle,
-    successors,
     take_snapshot,
     timeout,
 )
 from .checker import CheckResult, Progress, check
 from .invariants import INVARIANTS, INVARIANTS_BY_NAME, Invariant, first_violation, violations
 from .mutants import MUTANTS
+from .search import Bounds, Step, apply_step, settle, successors
 from .state import (
     CANDIDATE,
     FOLLOWER,

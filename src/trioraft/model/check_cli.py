@@ -19,10 +19,10 @@ import re
 import sys
 from typing import TextIO
 
-from .actions import Bounds
 from .checker import MAX_MEMORY, MAX_STATES, CheckResult, Progress, check
 from .invariants import INVARIANTS_BY_NAME
 from .mutants import MUTANTS, NEEDS_SNAPSHOTS
+from .search import Bounds
 from .story import format_trace
 
 EXIT_OK = 0

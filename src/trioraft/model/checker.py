@@ -35,7 +35,6 @@ from collections.abc import Callable
 from itertools import permutations, product
 from typing import Final, NamedTuple
 
-from .actions import Bounds, Step, next_states, successors, tidy_network
 from .invariants import (
     INVARIANTS,
     SERVERS,
@@ -44,6 +43,7 @@ from .invariants import (
     first_violation,
 )
 from .mutants import check_mutant
+from .search import Bounds, Step, next_states, successors, tidy_network
 from .state import NOBODY, Server, State, initial_state
 
 _new = tuple.__new__
@@ -304,7 +304,7 @@ def check(
     then False and ``stopped_by`` names the limit.  ``progress`` is called
     about every ``progress_interval`` seconds.  ``initial`` starts the
     search from a given state (say, one a scripted run reached) instead of the
-    cluster's first boot (its network tidied, see ``actions.tidy_network``); it
+    cluster's first boot (its network tidied, see ``search.tidy_network``); it
     must have ``bounds.servers`` servers.
     """
     mutant = check_mutant(mutant)

@@ -275,7 +275,7 @@ def format_log(log: Log) -> str:
 def format_message(m: Message) -> str:
     """One message in a line, e.g. ``AppendEntries 0->1 t2 prev 1/t1 [2:t2=1] commit 1``."""
     if isinstance(m, RequestVoteRequest) and m.term == 0:
-        # The checker's canonical stale request (see actions.tidy_network).
+        # The checker's canonical stale request (see search.tidy_network).
         return f"stale request {m.source}->{m.dest} (its reply only carries {m.dest}'s term)"
     head = f"{MESSAGE_NAMES[m.kind]} {m.source}->{m.dest} t{m.term}"
     if isinstance(m, RequestVoteRequest):

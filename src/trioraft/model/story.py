@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .actions import Step, append_entries, install_snapshot, request_vote
+from .actions import append_entries, install_snapshot, request_vote
+from .search import Step
 from .state import (
     CANDIDATE,
     LEADER,
