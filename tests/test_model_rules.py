@@ -19,10 +19,13 @@ from trioraft.model.state import (
     AppendEntriesResponse,
     Entry,
     Message,
-    RequestVoteRequest,
     RequestVoteResponse,
     State,
+    append_entries_request,
+    append_entries_response,
     initial_state,
+    request_vote_request,
+    request_vote_response,
 )
 
 
@@ -51,13 +54,23 @@ def log(*terms: int) -> tuple[Entry, ...]:
 
 
 def vote_request(term: int, candidate: int, voter: int, last_term: int, last_index: int) -> Any:
-    return RequestVoteRequest(0, term, candidate, voter, last_term, last_index)
+    return request_vote_request(
+        term=term, source=candidate, dest=voter, last_log_term=last_term, last_log_index=last_index
+    )
 
 
 def append(
     term: int, prev: int, prev_term: int, entries: tuple[Entry, ...], commit: int = 0
 ) -> Any:
-    return AppendEntriesRequest(2, term, 0, 1, prev, prev_term, entries, commit)
+    return append_entries_request(
+        term=term,
+        source=0,
+        dest=1,
+        prev_log_index=prev,
+        prev_log_term=prev_term,
+        entries=entries,
+        leader_commit=commit,
+    )
 
 
 # ------------------------------------------------------------------ elections
@@ -119,17 +132,17 @@ def test_a_majority_of_votes_and_only_a_majority_makes_a_leader() -> None:
     state = step(a.timeout(initial_state(5), 0))
     for voter, expect_leader in [(1, False), (2, True)]:
         assert (a.become_leader(state, 0) is not None) is False
-        reply = RequestVoteResponse(1, 1, voter, 0, True)
+        reply = request_vote_response(term=1, source=voter, dest=0, vote_granted=True)
         state = step(a.handle_request_vote_response(sent(state, reply), reply))
         assert (a.become_leader(state, 0) is not None) is expect_leader
-    refused = RequestVoteResponse(1, 1, 3, 0, False)
+    refused = request_vote_response(term=1, source=3, dest=0, vote_granted=False)
     counted = step(a.handle_request_vote_response(sent(state, refused), refused))
     assert counted.servers[0].votes_granted == state.servers[0].votes_granted
 
 
 def test_a_vote_from_an_old_term_is_not_counted() -> None:
     state = step(a.timeout(step(a.timeout(initial_state(3), 0)), 0))  # term 2
-    late = RequestVoteResponse(1, 1, 1, 0, True)
+    late = request_vote_response(term=1, source=1, dest=0, vote_granted=True)
     after = step(a.handle_request_vote_response(sent(state, late), late))
     assert after.servers[0].votes_granted == 0b001 and a.become_leader(after, 0) is None
 
@@ -149,7 +162,9 @@ def test_a_higher_term_in_any_reply_makes_a_leader_a_follower() -> None:
     # currentTerm = T, convert to follower".
     leader = changed(initial_state(3), 0, role=LEADER, current_term=2, voted_for=0,
                      next_index=(1, 1, 1), match_index=(0, 0, 0))  # fmt: skip
-    reply = AppendEntriesResponse(3, 4, 1, 0, False, 0, 0)
+    reply = append_entries_response(
+        term=4, source=1, dest=0, success=False, match_index=0, prev_log_index=0
+    )
     s = step(a.handle_append_entries_response(sent(leader, reply), reply)).servers[0]
     assert (s.role, s.current_term, s.voted_for) == (FOLLOWER, 4, NOBODY)
 
@@ -225,11 +240,15 @@ def test_a_leader_commits_only_its_own_terms_entries_by_counting() -> None:
 
 def test_a_success_raises_match_index_and_never_lowers_it() -> None:
     leader = leader_of(2, (2, 2, 2), (0, 0, 0))
-    reply = AppendEntriesResponse(3, 2, 1, 0, True, 3, 0)
+    reply = append_entries_response(
+        term=2, source=1, dest=0, success=True, match_index=3, prev_log_index=0
+    )
     after = step(a.handle_append_entries_response(sent(leader, reply), reply))
     s = after.servers[0]
     assert s.match_index[1] == 3 and s.next_index[1] == 4
-    late = AppendEntriesResponse(3, 2, 1, 0, True, 1, 0)  # an older request's reply
+    late = append_entries_response(
+        term=2, source=1, dest=0, success=True, match_index=1, prev_log_index=0
+    )  # an older request's reply
     s = step(a.handle_append_entries_response(sent(after, late), late)).servers[0]
     assert s.match_index[1] == 3 and s.next_index[1] == 4
 
@@ -238,7 +257,9 @@ def test_a_rejection_moves_next_index_back_but_not_below_match() -> None:
     # "If AppendEntries fails because of log inconsistency: decrement nextIndex and retry".
     leader = leader_of(2, (1, 1, 2, 2), (0, 1, 0))._replace()
     leader = changed(leader, 0, next_index=(5, 5, 5))
-    reply = AppendEntriesResponse(3, 2, 1, 0, False, 0, 4)
+    reply = append_entries_response(
+        term=2, source=1, dest=0, success=False, match_index=0, prev_log_index=4
+    )
     assert a.next_index_choices(sent(leader, reply), reply) == (2, 3, 4)
     s = step(a.handle_append_entries_response(sent(leader, reply), reply)).servers[0]
     assert s.next_index[1] == 4  # Figure 2's own choice: prevLogIndex

@@ -43,10 +43,16 @@ from .mutants import (
     VOTE_WITHOUT_LOG_CHECK,
 )
 from .state import (
+    APPEND_ENTRIES_REQUEST,
+    APPEND_ENTRIES_RESPONSE,
     CANDIDATE,
     FOLLOWER,
+    INSTALL_SNAPSHOT_REQUEST,
+    INSTALL_SNAPSHOT_RESPONSE,
     LEADER,
     NOBODY,
+    REQUEST_VOTE_REQUEST,
+    REQUEST_VOTE_RESPONSE,
     AppendEntriesRequest,
     AppendEntriesResponse,
     Applied,
@@ -279,7 +285,7 @@ def request_vote(state: State, i: int, j: int) -> State | None:
     log = s.log
     m = _new(
         RequestVoteRequest,
-        (0, s.current_term, i, j, log[-1].term if log else 0, len(log)),
+        (REQUEST_VOTE_REQUEST, s.current_term, i, j, log[-1].term if log else 0, len(log)),
     )
     return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
 
@@ -320,7 +326,7 @@ def handle_request_vote(
                     s.applied,
                 ),
             )
-    reply = _new(RequestVoteResponse, (1, s.current_term, j, m.source, granted))
+    reply = _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, s.current_term, j, m.source, granted))
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
@@ -441,7 +447,7 @@ def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
     m = _new(
         AppendEntriesRequest,
         (
-            2,
+            APPEND_ENTRIES_REQUEST,
             s.current_term,
             i,
             j,
@@ -482,7 +488,9 @@ def handle_append_entries(
     if m.term < term:
         # 1. Reply false if term < currentTerm.  prev_log_index 0 marks a rejection
         # for the term, never one for the log (index 0 always matches).
-        reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, 0))
+        reply = _new(
+            AppendEntriesResponse, (APPEND_ENTRIES_RESPONSE, term, j, m.source, False, 0, 0)
+        )
     else:
         log = s.log
         entries = m.entries
@@ -517,9 +525,14 @@ def handle_append_entries(
                 new_commit = min(m.leader_commit, last_new)
                 committed = _record_commits(committed, log, commit, new_commit, term)
                 commit = new_commit
-            reply = _new(AppendEntriesResponse, (3, term, j, m.source, True, match, 0))
+            reply = _new(
+                AppendEntriesResponse, (APPEND_ENTRIES_RESPONSE, term, j, m.source, True, match, 0)
+            )
         else:
-            reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, m.prev_log_index))
+            reply = _new(
+                AppendEntriesResponse,
+                (APPEND_ENTRIES_RESPONSE, term, j, m.source, False, 0, m.prev_log_index),
+            )
         s = _heard_leader(s, log, snapshot, commit)
     network = _bag_replace(state.network, m, reply)
     if network is None:
@@ -783,9 +796,9 @@ def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> Sta
     log = s.log
     m = _new(
         InstallSnapshotRequest,
-        (4, s.current_term, i, j, index, log[index - 1].term, log[:index])
+        (INSTALL_SNAPSHOT_REQUEST, s.current_term, i, j, index, log[index - 1].term, log[:index])
         if whole
-        else (4, s.current_term, i, j, 0, 0, ()),
+        else (INSTALL_SNAPSHOT_REQUEST, s.current_term, i, j, 0, 0, ()),
     )
     return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
 
@@ -814,7 +827,7 @@ def handle_install_snapshot(
     index = m.last_included_index
     if m.term < term:
         # 1. Reply immediately if term < currentTerm.
-        reply = _new(InstallSnapshotResponse, (5, term, j, m.source, 0))
+        reply = _new(InstallSnapshotResponse, (INSTALL_SNAPSHOT_RESPONSE, term, j, m.source, 0))
     else:
         log = s.log
         commit = s.commit_index
@@ -833,7 +846,7 @@ def handle_install_snapshot(
                 log = m.data
             committed = _record_commits(committed, log, commit, index, term)
             commit = snapshot = index
-        reply = _new(InstallSnapshotResponse, (5, term, j, m.source, index))
+        reply = _new(InstallSnapshotResponse, (INSTALL_SNAPSHOT_RESPONSE, term, j, m.source, index))
         s = _heard_leader(s, log, snapshot, commit)
     network = _bag_replace(state.network, m, reply)
     if network is None:

@@ -58,6 +58,7 @@ from .state import (
     LEADER,
     NOBODY,
     REQUEST_VOTE_REQUEST,
+    REQUEST_VOTE_RESPONSE,
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -68,6 +69,7 @@ from .state import (
     Server,
     State,
     Value,
+    request_vote_request,
 )
 
 _new = tuple.__new__
@@ -75,7 +77,7 @@ _new = tuple.__new__
 
 def probe(source: int, dest: int) -> RequestVoteRequest:
     """The canonical stale request from ``source`` to ``dest`` (term 0: see tidy_network)."""
-    return _new(RequestVoteRequest, (0, 0, source, dest, 0, 0))
+    return request_vote_request(term=0, source=source, dest=dest, last_log_term=0, last_log_index=0)
 
 
 def tidy_network(state: State, changed: int = -1) -> State:
@@ -123,10 +125,12 @@ def tidy_network(state: State, changed: int = -1) -> State:
         new: Message | None = m
         if kind in (REQUEST_VOTE_REQUEST, APPEND_ENTRIES_REQUEST, INSTALL_SNAPSHOT_REQUEST):
             if m.term < term and (m.term or kind != REQUEST_VOTE_REQUEST):
-                new = _new(RequestVoteRequest, (0, 0, m.source, m.dest, 0, 0))
+                new = _new(RequestVoteRequest, (REQUEST_VOTE_REQUEST, 0, m.source, m.dest, 0, 0))
         elif m.term > term:
             if kind in (APPEND_ENTRIES_RESPONSE, INSTALL_SNAPSHOT_RESPONSE):
-                new = _new(RequestVoteResponse, (1, m.term, m.source, m.dest, False))
+                new = _new(
+                    RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m.term, m.source, m.dest, False)
+                )
         elif m.term < term:
             new = None
         elif isinstance(m, RequestVoteResponse):

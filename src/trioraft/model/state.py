@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, NamedTuple, TypeAlias
 
+_new = tuple.__new__
+
 FOLLOWER: Final = 0
 CANDIDATE: Final = 1
 LEADER: Final = 2
@@ -104,7 +106,9 @@ class Server(NamedTuple):
 
 
 # Message kinds: the first field of every message, so messages of different
-# kinds sort apart and a bag of them has one canonical order.
+# kinds sort apart and a bag of them has one canonical order.  Every message is
+# built with one of these names, never a literal tag (the named builders below;
+# the actions, on the checker's hot path, build the tuple directly with them).
 REQUEST_VOTE_REQUEST: Final = 0
 REQUEST_VOTE_RESPONSE: Final = 1
 APPEND_ENTRIES_REQUEST: Final = 2
@@ -212,6 +216,101 @@ MESSAGE_NAMES: Final = (
     "InstallSnapshot",
     "InstallSnapshotReply",
 )
+"""The trace's name of each message kind (spec/TRACE.md), indexed by kind."""
+
+
+# Named builders: a message from its fields by name, its kind filled in.  For
+# everything off the checker's hot path (the validator, the search's canonical
+# messages, tests): a field order mistake cannot hide behind a positional tuple.
+
+
+def request_vote_request(
+    *, term: int, source: int, dest: int, last_log_term: int, last_log_index: int
+) -> RequestVoteRequest:
+    """Candidates: a RequestVote RPC (Figure 2, "Arguments")."""
+    return _new(
+        RequestVoteRequest,
+        (REQUEST_VOTE_REQUEST, term, source, dest, last_log_term, last_log_index),
+    )
+
+
+def request_vote_response(
+    *, term: int, source: int, dest: int, vote_granted: bool
+) -> RequestVoteResponse:
+    """RequestVote receiver: its reply (Figure 2, "Results")."""
+    return _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, term, source, dest, vote_granted))
+
+
+def append_entries_request(
+    *,
+    term: int,
+    source: int,
+    dest: int,
+    prev_log_index: int,
+    prev_log_term: int,
+    entries: Log,
+    leader_commit: int,
+) -> AppendEntriesRequest:
+    """Leaders: an AppendEntries RPC (Figure 2, "Arguments")."""
+    return _new(
+        AppendEntriesRequest,
+        (
+            APPEND_ENTRIES_REQUEST,
+            term,
+            source,
+            dest,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        ),
+    )
+
+
+def append_entries_response(
+    *, term: int, source: int, dest: int, success: bool, match_index: int, prev_log_index: int
+) -> AppendEntriesResponse:
+    """AppendEntries receiver: its reply (Figure 2, "Results", and what the leader
+    needs of its request: see :class:`AppendEntriesResponse`)."""
+    return _new(
+        AppendEntriesResponse,
+        (APPEND_ENTRIES_RESPONSE, term, source, dest, success, match_index, prev_log_index),
+    )
+
+
+def install_snapshot_request(
+    *,
+    term: int,
+    source: int,
+    dest: int,
+    last_included_index: int,
+    last_included_term: int,
+    data: Log,
+) -> InstallSnapshotRequest:
+    """Leaders: an InstallSnapshot RPC (Figure 13, "Arguments", in one chunk)."""
+    return _new(
+        InstallSnapshotRequest,
+        (
+            INSTALL_SNAPSHOT_REQUEST,
+            term,
+            source,
+            dest,
+            last_included_index,
+            last_included_term,
+            data,
+        ),
+    )
+
+
+def install_snapshot_response(
+    *, term: int, source: int, dest: int, last_included_index: int
+) -> InstallSnapshotResponse:
+    """InstallSnapshot receiver: its reply (Figure 13, "Results", and what the leader
+    needs: see :class:`InstallSnapshotResponse`)."""
+    return _new(
+        InstallSnapshotResponse,
+        (INSTALL_SNAPSHOT_RESPONSE, term, source, dest, last_included_index),
+    )
 
 
 class State(NamedTuple):
@@ -223,19 +322,30 @@ class State(NamedTuple):
     restarts: int
 
 
-_new = tuple.__new__
-
-
 def initial_server() -> Server:
     """A server as it first boots: term 0, no vote, empty log, follower."""
-    return _new(Server, (0, NOBODY, (), 0, FOLLOWER, 0, 0, 0, (), (), (), (), ()))
+    return Server(
+        current_term=0,
+        voted_for=NOBODY,
+        log=(),
+        snapshot_index=0,
+        role=FOLLOWER,
+        commit_index=0,
+        last_applied=0,
+        votes_granted=0,
+        next_index=(),
+        match_index=(),
+        leader_log=(),
+        led_terms=(),
+        applied=(),
+    )
 
 
 def initial_state(servers: int) -> State:
     """``servers`` fresh servers and an empty network."""
     if servers < 1:
         raise ValueError(f"a cluster needs at least 1 server, got {servers}")
-    return _new(State, ((initial_server(),) * servers, (), (), 0))
+    return State(servers=(initial_server(),) * servers, network=(), committed=(), restarts=0)
 
 
 def last_log_index(server: Server) -> int:

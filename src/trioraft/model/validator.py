@@ -121,8 +121,14 @@ from .state import (
     RequestVoteResponse,
     Server,
     State,
+    append_entries_request,
+    append_entries_response,
     format_message,
     initial_state,
+    install_snapshot_request,
+    install_snapshot_response,
+    request_vote_request,
+    request_vote_response,
     snapshot_term,
     term_at,
 )
@@ -1396,7 +1402,7 @@ class _Replay:
         state = self.state
         servers = list(state.servers)
         servers[i] = server
-        return _new(State, (tuple(servers), state.network, state.committed, state.restarts))
+        return state._replace(servers=tuple(servers))
 
     def _in_bag(self, m: Message) -> None:
         """Make sure ``m`` is in flight: a second delivery of a message is a duplicate
@@ -1405,7 +1411,7 @@ class _Replay:
         if m not in state.network:
             self.fresh.append(m)
             bag = sorted((*state.network, m))
-            self.state = _new(State, (state.servers, tuple(bag), state.committed, state.restarts))
+            self.state = state._replace(network=tuple(bag))
 
     def _entry(self, term: int, value: str) -> Entry:
         key = (term, value)
@@ -1473,14 +1479,17 @@ class _Replay:
             expected = format_message(produced[0]) if produced else "nothing"
             raise _Broken(f"Send ({action})", expected, format_message(m))
         state = self.state
-        self.state = _new(State, (state.servers, after, state.committed, state.restarts))
+        self.state = state._replace(network=after)
         self.fresh.append(m)
 
     def _send_request_vote(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
         """Candidates: send RequestVote RPCs to all other servers."""
-        m: RequestVoteRequest = _new(
-            RequestVoteRequest,
-            (0, msg["term"], i, msg["to"], msg["last_log_term"], msg["last_log_index"]),
+        m = request_vote_request(
+            term=msg["term"],
+            source=i,
+            dest=msg["to"],
+            last_log_term=msg["last_log_term"],
+            last_log_index=msg["last_log_index"],
         )
         if msg["candidate_id"] != i:
             raise _Broken("Send", f"candidate_id {i}", f"candidate_id {msg['candidate_id']}")
@@ -1500,18 +1509,14 @@ class _Replay:
             raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
         entry = self._entry
         entries = tuple([entry(t, v) for t, v in msg["entries"]])
-        return _new(
-            AppendEntriesRequest,
-            (
-                2,
-                msg["term"],
-                i,
-                msg["to"],
-                msg["prev_log_index"],
-                msg["prev_log_term"],
-                entries,
-                msg["leader_commit"],
-            ),
+        return append_entries_request(
+            term=msg["term"],
+            source=i,
+            dest=msg["to"],
+            prev_log_index=msg["prev_log_index"],
+            prev_log_term=msg["prev_log_term"],
+            entries=entries,
+            leader_commit=msg["leader_commit"],
         )
 
     def _leader_as_of(self, i: int, j: int, term: int, commit: int, next_index: int) -> Server:
@@ -1600,14 +1605,23 @@ class _Replay:
         # was inside it; the model's install_snapshot must be enabled there.
         sender = self._leader_as_of(i, j, term, index, index)
         sender = sender._replace(snapshot_index=index)
-        full = _new(InstallSnapshotRequest, (4, term, i, j, index, s_term, sender.log[:index]))
+        full = install_snapshot_request(
+            term=term,
+            source=i,
+            dest=j,
+            last_included_index=index,
+            last_included_term=msg["last_included_term"],  # s_term: checked above
+            data=sender.log[:index],
+        )
         sent = install_snapshot(self._with(i, sender), i, j)
         if sent is None or full not in sent.network:
             raise _Broken("Leaders: InstallSnapshot", "install_snapshot enabled", "not enabled")
         # Nothing is in flight yet: the follower's step says whether this chunk
         # completed the snapshot (the whole one) or not (install_snapshot_chunk's
         # message, enabled exactly when install_snapshot is).
-        chunk = _new(InstallSnapshotRequest, (4, term, i, j, 0, 0, ()))
+        chunk = install_snapshot_request(
+            term=term, source=i, dest=j, last_included_index=0, last_included_term=0, data=()
+        )
         fields = _chunk_fields(msg)
         total = msg["offset"] + msg["data_len"]
         self.snapshots_sent[message_id] = _SnapshotSent(fields, full, chunk, total, fields[-1])
@@ -1655,11 +1669,13 @@ class _Replay:
                 logged: Message = self._append_entries_message(msg["from"], msg)
                 rule = "AppendEntries receiver"
             else:
-                logged = _new(
-                    RequestVoteRequest,
-                    (0, msg["term"], msg["from"], msg["to"], msg["last_log_term"],
-                     msg["last_log_index"]),
-                )  # fmt: skip
+                logged = request_vote_request(
+                    term=msg["term"],
+                    source=msg["from"],
+                    dest=msg["to"],
+                    last_log_term=msg["last_log_term"],
+                    last_log_index=msg["last_log_index"],
+                )
                 rule = "RequestVote receiver"
             if logged != m:
                 raise _Broken("Receive", format_message(m), format_message(logged))
@@ -1947,23 +1963,26 @@ def _reply_added(
     """The reply a handler put in flight in place of request ``m`` (its term is the
     receiver's term after handling it)."""
     candidates: tuple[Message, ...]
+    back = {"term": term, "source": m.dest, "dest": m.source}
     if isinstance(m, RequestVoteRequest):
         candidates = (
-            _new(RequestVoteResponse, (1, term, m.dest, m.source, True)),
-            _new(RequestVoteResponse, (1, term, m.dest, m.source, False)),
+            request_vote_response(**back, vote_granted=True),
+            request_vote_response(**back, vote_granted=False),
         )
     elif isinstance(m, InstallSnapshotRequest):
         candidates = (
-            _new(InstallSnapshotResponse, (5, term, m.dest, m.source, m.last_included_index)),
-            _new(InstallSnapshotResponse, (5, term, m.dest, m.source, 0)),
+            install_snapshot_response(**back, last_included_index=m.last_included_index),
+            install_snapshot_response(**back, last_included_index=0),
         )
     else:
         assert isinstance(m, AppendEntriesRequest)
         match = m.prev_log_index + len(m.entries)
         candidates = (
-            _new(AppendEntriesResponse, (3, term, m.dest, m.source, True, match, 0)),
-            _new(AppendEntriesResponse, (3, term, m.dest, m.source, False, 0, m.prev_log_index)),
-            _new(AppendEntriesResponse, (3, term, m.dest, m.source, False, 0, 0)),
+            append_entries_response(**back, success=True, match_index=match, prev_log_index=0),
+            append_entries_response(
+                **back, success=False, match_index=0, prev_log_index=m.prev_log_index
+            ),
+            append_entries_response(**back, success=False, match_index=0, prev_log_index=0),
         )
     for r in candidates:
         if _count(after, r) > _count(before, r):
