@@ -21,7 +21,8 @@ from trioraft.model.check_cli import add_arguments, run
 from trioraft.model.checker import MAX_MEMORY, MAX_STATES, Fingerprinter, check, resident_memory
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
 from trioraft.model.mutants import MUTANTS
-from trioraft.model.search import Bounds, Step, apply_step, settle, successors, tidy_network
+from trioraft.model.registry import apply_step, successors
+from trioraft.model.search import Bounds, Step, settle, tidy_network
 from trioraft.model.state import (
     LEADER,
     AppendEntriesRequest,

@@ -7,7 +7,8 @@ import pytest
 
 from trioraft.model import invariants as inv
 from trioraft.model.invariants import INVARIANTS, INVARIANTS_BY_NAME, first_violation, violations
-from trioraft.model.search import Bounds, successors
+from trioraft.model.registry import successors
+from trioraft.model.search import Bounds
 from trioraft.model.state import (
     CANDIDATE,
     LEADER,

@@ -12,7 +12,8 @@ from trioraft.model import actions as a
 from trioraft.model.check_cli import add_arguments, run
 from trioraft.model.checker import check
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
-from trioraft.model.search import Bounds, Step, apply_step, settle, successors, tidy_network
+from trioraft.model.registry import apply_step, successors
+from trioraft.model.search import Bounds, Step, settle, tidy_network
 from trioraft.model.state import (
     CANDIDATE,
     FOLLOWER,

@@ -33,7 +33,8 @@ from .actions import (
 from .checker import CheckResult, Progress, check
 from .invariants import INVARIANTS, INVARIANTS_BY_NAME, Invariant, first_violation, violations
 from .mutants import MUTANTS
-from .search import Bounds, Step, apply_step, settle, successors
+from .registry import ACTIONS, Action, apply_step, successors
+from .search import Bounds, Step, settle
 from .state import (
     CANDIDATE,
     FOLLOWER,
@@ -55,6 +56,7 @@ from .story import describe, format_trace
 from .validator import Result, TraceError, Validator, Violation, validate
 
 __all__ = [
+    "ACTIONS",
     "CANDIDATE",
     "FOLLOWER",
     "INVARIANTS",
@@ -62,6 +64,7 @@ __all__ = [
     "LEADER",
     "MUTANTS",
     "NOBODY",
+    "Action",
     "AppendEntriesRequest",
     "AppendEntriesResponse",
     "Bounds",

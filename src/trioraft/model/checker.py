@@ -43,7 +43,8 @@ from .invariants import (
     first_violation,
 )
 from .mutants import check_mutant
-from .search import Bounds, Step, next_states, successors, tidy_network
+from .registry import next_states, successors
+from .search import Bounds, Step, tidy_network
 from .state import NOBODY, Server, State, initial_state
 
 _new = tuple.__new__

@@ -13,10 +13,10 @@ small.  Nothing here is a Raft rule:
   the implementation does (``Bounds.fine_grained`` turns it off).
 - :func:`tidy_network` replaces each in-flight message by the simplest one with
   the same effect (or removes it), merging states that differ only there.
-- :func:`next_states` / :func:`successors` enumerate every enabled action
-  within the bounds (the checker's hot path: :func:`_expand`), and
-  :class:`Step` / :func:`apply_step` name one of them so a counterexample can
-  be replayed and told (:mod:`.story`).
+- :class:`Step` names one action with its arguments, so a counterexample can be
+  replayed and told.  What is enumerated from a state, and how each action is
+  replayed and told, is the registry's (:mod:`.registry`: ``next_states``,
+  ``successors``, ``apply_step``, driven by one entry per action).
 """
 
 from __future__ import annotations
@@ -25,30 +25,11 @@ from typing import NamedTuple
 
 from .actions import (
     advance_commit_index,
-    append_entries,
     apply,
     apply_snapshot,
     become_leader,
-    client_request,
     commit_index_limit,
-    drop_message,
-    duplicate_message,
-    handle_append_entries,
-    handle_append_entries_response,
-    handle_install_snapshot,
-    handle_install_snapshot_response,
-    handle_request_vote,
-    handle_request_vote_response,
-    install_snapshot,
-    install_snapshot_chunk,
-    next_index_choices,
-    receive,
-    request_vote,
-    restart,
-    take_snapshot,
-    timeout,
 )
-from .mutants import LEADER_OVERWRITES_LOG
 from .state import (
     APPEND_ENTRIES_REQUEST,
     APPEND_ENTRIES_RESPONSE,
@@ -59,9 +40,7 @@ from .state import (
     NOBODY,
     REQUEST_VOTE_REQUEST,
     REQUEST_VOTE_RESPONSE,
-    AppendEntriesRequest,
     AppendEntriesResponse,
-    InstallSnapshotRequest,
     InstallSnapshotResponse,
     Message,
     RequestVoteRequest,
@@ -215,7 +194,7 @@ class Bounds(NamedTuple):
 
 
 class Step(NamedTuple):
-    """One action with its parameters: what :func:`apply_step` replays."""
+    """One action with its parameters: what ``registry.apply_step`` replays."""
 
     action: str
     server: int = NOBODY  # the server that acts (the receiver, for ``receive``)
@@ -228,64 +207,7 @@ class Step(NamedTuple):
     then: tuple[str, ...] = ()  # follow-ups of ``server`` in the same step (see settle)
 
 
-def apply_step(state: State, step: Step, mutant: str | None = None) -> State | None:
-    """Take ``step`` from ``state``: the next state, or None if it is not enabled."""
-    t = _apply_action(state, step, mutant)
-    for follow_up in step.then:
-        if t is None:
-            return None
-        i = step.server
-        if follow_up == "become_leader":
-            t = become_leader(t, i)
-        elif follow_up == "advance_commit_index":
-            t = advance_commit_index(t, i, mutant=mutant)
-        elif follow_up == "apply":
-            t = apply(t, i)
-        elif follow_up == "apply_snapshot":
-            t = apply_snapshot(t, i, t.servers[i].snapshot_index)
-        else:
-            raise ValueError(f"unknown follow-up action {follow_up!r}")
-    return t
-
-
-def _apply_action(state: State, step: Step, mutant: str | None) -> State | None:
-    action, i, m = step.action, step.server, step.message
-    if action == "timeout":
-        return timeout(state, i)
-    if action == "request_vote":
-        return request_vote(state, i, step.peer)
-    if action == "become_leader":
-        return become_leader(state, i)
-    if action == "client_request":
-        return client_request(state, i, step.value, mutant=mutant)
-    if action == "append_entries":
-        return append_entries(state, i, step.peer, step.entries)
-    if action == "advance_commit_index":
-        return advance_commit_index(state, i, mutant=mutant)
-    if action == "apply":
-        return apply(state, i)
-    if action == "restart":
-        return restart(state, i, mutant=mutant)
-    if action == "take_snapshot":
-        return take_snapshot(state, i, step.snapshot_index)
-    if action == "install_snapshot":
-        return install_snapshot(state, i, step.peer)
-    if action == "install_snapshot_chunk":
-        return install_snapshot_chunk(state, i, step.peer)
-    if action == "apply_snapshot":
-        return apply_snapshot(state, i, state.servers[i].snapshot_index)
-    if m is None:
-        raise ValueError(f"step {action!r} needs a message")
-    if action == "receive":
-        return receive(state, m, next_index=step.next_index, mutant=mutant)
-    if action == "drop_message":
-        return drop_message(state, m)
-    if action == "duplicate_message":
-        return duplicate_message(state, m)
-    raise ValueError(f"unknown action {action!r}")
-
-
-def _moved(old: Server, new: Server) -> int:
+def moved(old: Server, new: Server) -> int:
     """1 if a server changed in a way that can change what messages to it would
     do (its term, role, votes or matchIndex), else 0."""
     if new is old:
@@ -296,195 +218,3 @@ def _moved(old: Server, new: Server) -> int:
         or new.votes_granted != old.votes_granted
         or new.match_index != old.match_index
     )
-
-
-def _expand(
-    state: State, bounds: Bounds, mutant: str | None, steps: list[Step] | None
-) -> list[State]:
-    """Every state one enabled action away, within ``bounds``, its network tidied
-    (:func:`tidy_network`); with ``steps``, the actions too (same order).
-
-    The checker's hot path, hence the inlined tests: a network is tidied only
-    after an action that can change what its messages would do (one that
-    changes a server's term, role, votes or matchIndex, or sends to a server of
-    a newer term); dropping or copying a message never does.
-    """
-    out: list[State] = []
-    add = out.append
-    servers = state.servers
-    n = len(servers)
-    network = state.network
-    room = len(network) < bounds.max_msgs
-    fine = bounds.fine_grained
-    then: tuple[str, ...] = ()
-    t: State | None
-    for i in range(n):
-        s = servers[i]
-        role = s.role
-        if role == LEADER:
-            log = s.log
-            if len(log) < bounds.max_log or mutant == LEADER_OVERWRITES_LOG:
-                for value in range(1, bounds.values + 1):
-                    then = ()
-                    t = client_request(state, i, value, mutant=mutant)
-                    if t is not None and len(t.servers[i].log) <= bounds.max_log:
-                        if not fine:
-                            t, then = settle(t, i, mutant=mutant)
-                        add(t)
-                        if steps is not None:
-                            steps.append(Step("client_request", i, value=value, then=then))
-            if room:
-                next_index = s.next_index
-                term = s.current_term
-                snapshot = s.snapshot_index
-                for j in range(n):
-                    if j == i:
-                        continue
-                    stale = term < servers[j].current_term
-                    if next_index[j] <= snapshot:
-                        t = install_snapshot(state, i, j)
-                        if t is not None:
-                            add(tidy_network(t, 1 << j) if stale else t)
-                            if steps is not None:
-                                steps.append(Step("install_snapshot", i, j))
-                        t = install_snapshot_chunk(state, i, j)
-                        if t is not None:
-                            add(tidy_network(t, 1 << j) if stale else t)
-                            if steps is not None:
-                                steps.append(Step("install_snapshot_chunk", i, j))
-                        continue
-                    for count in range(len(log) - next_index[j] + 2):
-                        t = append_entries(state, i, j, count)
-                        if t is not None:
-                            add(tidy_network(t, 1 << j) if stale else t)
-                            if steps is not None:
-                                steps.append(Step("append_entries", i, j, count))
-            if fine and commit_index_limit(state, i) > s.commit_index:
-                t = advance_commit_index(state, i, mutant=mutant)
-                if t is not None:
-                    add(t)
-                    if steps is not None:
-                        steps.append(Step("advance_commit_index", i))
-        else:
-            if s.current_term < bounds.max_term:
-                then = ()
-                t = timeout(state, i)
-                if t is not None:
-                    if not fine and n == 1:
-                        t, then = settle(t, i, mutant=mutant)
-                    add(tidy_network(t, 1 << i))
-                    if steps is not None:
-                        steps.append(Step("timeout", i, then=then))
-            if role == CANDIDATE:
-                votes = s.votes_granted
-                if fine and 2 * votes.bit_count() > n:
-                    t = become_leader(state, i)
-                    if t is not None:
-                        add(tidy_network(t, 1 << i))
-                        if steps is not None:
-                            steps.append(Step("become_leader", i))
-                if room:
-                    term = s.current_term
-                    for j in range(n):
-                        if j != i and not votes >> j & 1:
-                            t = request_vote(state, i, j)
-                            if t is not None:
-                                if term < servers[j].current_term:
-                                    t = tidy_network(t, 1 << j)
-                                add(t)
-                                if steps is not None:
-                                    steps.append(Step("request_vote", i, j))
-        if fine and s.last_applied < s.snapshot_index:
-            t = apply_snapshot(state, i, s.snapshot_index)
-            if t is not None:
-                add(t)
-                if steps is not None:
-                    steps.append(Step("apply_snapshot", i))
-        elif fine and s.last_applied < s.commit_index:
-            t = apply(state, i)
-            if t is not None:
-                add(t)
-                if steps is not None:
-                    steps.append(Step("apply", i))
-        if bounds.snapshots:
-            for index in range(s.snapshot_index + 1, s.last_applied + 1):
-                t = take_snapshot(state, i, index)
-                if t is not None:
-                    add(t)
-                    if steps is not None:
-                        steps.append(Step("take_snapshot", i, snapshot_index=index))
-        if state.restarts < bounds.max_restarts:
-            t = restart(state, i, mutant=mutant)
-            # A restart that changes nothing but the counter is not worth a state.
-            if t is not None and t.servers[i] != s:
-                add(tidy_network(t, 1 << i))
-                if steps is not None:
-                    steps.append(Step("restart", i))
-    previous: Message | None = None
-    for m in network:
-        if m == previous:
-            continue  # the bag is sorted: copies of a message are adjacent
-        previous = m
-        dest = m.dest
-        reply_to = 1 << m.source
-        was = servers[dest]
-        then = ()
-        if isinstance(m, AppendEntriesResponse):
-            choices = next_index_choices(state, m)
-            for choice in choices or (None,):
-                then = ()
-                t = handle_append_entries_response(state, m, choice)
-                if t is not None:
-                    if not fine and m.success:
-                        t, then = settle(t, dest, mutant=mutant)
-                    add(tidy_network(t, _moved(was, t.servers[dest]) << dest))
-                    if steps is not None:
-                        steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
-        else:
-            if isinstance(m, RequestVoteRequest):
-                t = handle_request_vote(state, m, mutant=mutant)
-            elif isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
-                if isinstance(m, AppendEntriesRequest):
-                    t = handle_append_entries(state, m, mutant=mutant)
-                else:
-                    t = handle_install_snapshot(state, m, mutant=mutant)
-                if not fine and t is not None:
-                    r = t.servers[dest]
-                    if r.last_applied < r.commit_index:
-                        t, then = settle(t, dest, mutant=mutant)
-            elif isinstance(m, RequestVoteResponse):
-                t = handle_request_vote_response(state, m)
-                if not fine and m.vote_granted and t is not None:
-                    t, then = settle(t, dest, mutant=mutant)
-            else:
-                t = handle_install_snapshot_response(state, m)
-                if not fine and m.last_included_index and t is not None:
-                    t, then = settle(t, dest, mutant=mutant)
-            if t is not None:
-                add(tidy_network(t, reply_to | _moved(was, t.servers[dest]) << dest))
-                if steps is not None:
-                    steps.append(Step("receive", dest, message=m, then=then))
-        t = drop_message(state, m)
-        if t is not None:
-            add(t)
-            if steps is not None:
-                steps.append(Step("drop_message", message=m))
-        if room:
-            t = duplicate_message(state, m)
-            if t is not None:
-                add(t)
-                if steps is not None:
-                    steps.append(Step("duplicate_message", message=m))
-    return out
-
-
-def next_states(state: State, bounds: Bounds, mutant: str | None = None) -> list[State]:
-    """Every state one enabled action away from ``state`` within ``bounds``."""
-    return _expand(state, bounds, mutant, None)
-
-
-def successors(state: State, bounds: Bounds, mutant: str | None = None) -> list[tuple[Step, State]]:
-    """Every enabled action within ``bounds``, with the state it leads to."""
-    steps: list[Step] = []
-    states = _expand(state, bounds, mutant, steps)
-    return list(zip(steps, states, strict=True))
