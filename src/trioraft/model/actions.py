@@ -32,6 +32,7 @@ event at a time) share one definition of Raft.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from typing import TypeAlias, TypeVar
 
 from .mutants import (
     APPEND_WITHOUT_PREV_CHECK,
@@ -70,6 +71,17 @@ from .state import (
 )
 
 _new = tuple.__new__
+
+M = TypeVar("M", bound=Message)
+Sent: TypeAlias = tuple[State, M]
+"""What an action that sends returns: the next state and the message it put in flight
+(a request it sent, or the reply that replaced the request it handled), so its
+callers never have to find the message by comparing network bags."""
+
+
+def _state_of(sent: tuple[State, Message] | None) -> State | None:
+    """The next state of an action that sends (None when it is not enabled)."""
+    return None if sent is None else sent[0]
 
 
 # --------------------------------------------------------------------- helpers
@@ -275,8 +287,9 @@ def timeout(state: State, i: int) -> State | None:
     )
 
 
-def request_vote(state: State, i: int, j: int) -> State | None:
-    """Candidates: send a RequestVote RPC to server ``j`` (one that has not granted)."""
+def request_vote_sent(state: State, i: int, j: int) -> Sent[RequestVoteRequest] | None:
+    """Candidates: send a RequestVote RPC to server ``j`` (one that has not granted).
+    The next state and the request it put in flight (:func:`request_vote`: the state)."""
     s = state.servers[i]
     if s.role != CANDIDATE or j == i or not 0 <= j < len(state.servers):
         return None
@@ -287,14 +300,22 @@ def request_vote(state: State, i: int, j: int) -> State | None:
         RequestVoteRequest,
         (REQUEST_VOTE_REQUEST, s.current_term, i, j, log[-1].term if log else 0, len(log)),
     )
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
 
 
-def handle_request_vote(
+def request_vote(state: State, i: int, j: int) -> State | None:
+    """:func:`request_vote_sent`'s next state."""
+    return _state_of(request_vote_sent(state, i, j))
+
+
+def handle_request_vote_sent(
     state: State, m: RequestVoteRequest, *, mutant: str | None = None
-) -> State | None:
+) -> Sent[RequestVoteResponse] | None:
     """RequestVote receiver: reply false if term < currentTerm; grant if votedFor is
-    null or candidateId and the candidate's log is at least as up-to-date."""
+    null or candidateId and the candidate's log is at least as up-to-date.  The next
+    state and the reply it put in flight (:func:`handle_request_vote`: the state)."""
     j = m.dest
     s = _observe_term(state.servers[j], m.term)
     granted = False
@@ -331,7 +352,14 @@ def handle_request_vote(
     if network is None:
         return None
     servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts)), reply
+
+
+def handle_request_vote(
+    state: State, m: RequestVoteRequest, *, mutant: str | None = None
+) -> State | None:
+    """:func:`handle_request_vote_sent`'s next state."""
+    return _state_of(handle_request_vote_sent(state, m, mutant=mutant))
 
 
 def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State | None:
@@ -433,9 +461,12 @@ def client_request(
     )
 
 
-def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
+def append_entries_sent(
+    state: State, i: int, j: int, entries: int
+) -> Sent[AppendEntriesRequest] | None:
     """Leaders: send server ``j`` an AppendEntries RPC starting at nextIndex[j] with
-    ``entries`` entries (0 is a heartbeat), carrying the leader's commitIndex."""
+    ``entries`` entries (0 is a heartbeat), carrying the leader's commitIndex.  The
+    next state and the request it put in flight (:func:`append_entries`: the state)."""
     s = state.servers[i]
     if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
         return None
@@ -457,7 +488,14 @@ def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
             s.commit_index,
         ),
     )
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
+
+
+def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
+    """:func:`append_entries_sent`'s next state."""
+    return _state_of(append_entries_sent(state, i, j, entries))
 
 
 def _merge_entries(log: Log, prev: int, entries: Log) -> Log:
@@ -474,11 +512,12 @@ def _merge_entries(log: Log, prev: int, entries: Log) -> Log:
     return log
 
 
-def handle_append_entries(
+def handle_append_entries_sent(
     state: State, m: AppendEntriesRequest, *, mutant: str | None = None
-) -> State | None:
+) -> Sent[AppendEntriesResponse] | None:
     """AppendEntries receiver (Figure 2, rules 1-5); Candidates: an AppendEntries
-    from the leader of the current term makes them followers."""
+    from the leader of the current term makes them followers.  The next state and the
+    reply it put in flight (:func:`handle_append_entries`: the state)."""
     j = m.dest
     old = state.servers[j]
     s = _observe_term(old, m.term)
@@ -538,7 +577,14 @@ def handle_append_entries(
     if network is None:
         return None
     servers = state.servers if s is old else _with_server(state, j, s)
-    return _new(State, (servers, network, committed, state.restarts))
+    return _new(State, (servers, network, committed, state.restarts)), reply
+
+
+def handle_append_entries(
+    state: State, m: AppendEntriesRequest, *, mutant: str | None = None
+) -> State | None:
+    """:func:`handle_append_entries_sent`'s next state."""
+    return _state_of(handle_append_entries_sent(state, m, mutant=mutant))
 
 
 def next_index_choices(state: State, m: AppendEntriesResponse) -> tuple[int, ...]:
@@ -781,12 +827,15 @@ def take_snapshot(state: State, i: int, index: int) -> State | None:
     )
 
 
-def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> State | None:
+def install_snapshot_sent(
+    state: State, i: int, j: int, *, whole: bool = True
+) -> Sent[InstallSnapshotRequest] | None:
     """Leaders: a follower whose nextIndex is inside the snapshot (its entries are
     gone from the log) is sent an InstallSnapshot RPC with the whole snapshot; or,
     with ``whole`` False, a chunk that does not complete it (the implementation
     sends snapshots in chunks, and chunks get lost): last_included_index 0 and no
-    data, from which the follower only learns the leader's term."""
+    data, from which the follower only learns the leader's term.  The next state and
+    the request it put in flight (:func:`install_snapshot`: the state)."""
     s = state.servers[i]
     if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
         return None
@@ -800,7 +849,9 @@ def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> Sta
         if whole
         else (INSTALL_SNAPSHOT_REQUEST, s.current_term, i, j, 0, 0, ()),
     )
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
 
 
 def install_snapshot_chunk(state: State, i: int, j: int) -> State | None:
@@ -808,9 +859,14 @@ def install_snapshot_chunk(state: State, i: int, j: int) -> State | None:
     return install_snapshot(state, i, j, whole=False)
 
 
-def handle_install_snapshot(
+def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> State | None:
+    """:func:`install_snapshot_sent`'s next state."""
+    return _state_of(install_snapshot_sent(state, i, j, whole=whole))
+
+
+def handle_install_snapshot_sent(
     state: State, m: InstallSnapshotRequest, *, mutant: str | None = None
-) -> State | None:
+) -> Sent[InstallSnapshotResponse] | None:
     """InstallSnapshot receiver (Figure 13, rules 1 and 5-8, the snapshot in one chunk).
 
     A snapshot at or below commitIndex holds nothing new: the receiver keeps its
@@ -818,7 +874,8 @@ def handle_install_snapshot(
     which changes nothing logical) and replies that it holds it.  Otherwise
     commitIndex becomes its last included index; lastApplied follows when the
     state machine is reset (:func:`apply_snapshot`, a follow-up step, as the
-    implementation delivers the snapshot to the service)."""
+    implementation delivers the snapshot to the service).  The next state and the
+    reply it put in flight (:func:`handle_install_snapshot`: the state)."""
     j = m.dest
     old = state.servers[j]
     s = _observe_term(old, m.term)
@@ -852,7 +909,14 @@ def handle_install_snapshot(
     if network is None:
         return None
     servers = state.servers if s is old else _with_server(state, j, s)
-    return _new(State, (servers, network, committed, state.restarts))
+    return _new(State, (servers, network, committed, state.restarts)), reply
+
+
+def handle_install_snapshot(
+    state: State, m: InstallSnapshotRequest, *, mutant: str | None = None
+) -> State | None:
+    """:func:`handle_install_snapshot_sent`'s next state."""
+    return _state_of(handle_install_snapshot_sent(state, m, mutant=mutant))
 
 
 def handle_install_snapshot_response(state: State, m: InstallSnapshotResponse) -> State | None:

@@ -35,6 +35,7 @@ from typing import Final, NamedTuple
 from .actions import (
     advance_commit_index,
     append_entries,
+    append_entries_sent,
     apply,
     apply_snapshot,
     become_leader,
@@ -42,17 +43,19 @@ from .actions import (
     commit_index_limit,
     drop_message,
     duplicate_message,
-    handle_append_entries,
     handle_append_entries_response,
-    handle_install_snapshot,
+    handle_append_entries_sent,
     handle_install_snapshot_response,
-    handle_request_vote,
+    handle_install_snapshot_sent,
     handle_request_vote_response,
+    handle_request_vote_sent,
     install_snapshot,
     install_snapshot_chunk,
+    install_snapshot_sent,
     next_index_choices,
     receive,
     request_vote,
+    request_vote_sent,
     restart,
     take_snapshot,
     timeout,
@@ -107,14 +110,9 @@ class Action(NamedTuple):
     told_after: ToldAfter | None = None
 
 
-def _sent(before: State, after: State | None) -> str:
-    """``": <the message>"`` for the message ``after``'s network holds one more copy
-    of than ``before``'s; empty if there is none."""
-    if after is not None:
-        for m in after.network:
-            if after.network.count(m) > before.network.count(m):
-                return f": {format_message(m)}"
-    return ""
+def _told_sent(sent: tuple[State, Message] | None) -> str:
+    """``": <the message>"`` for the message a send put in flight; empty if none."""
+    return "" if sent is None else f": {format_message(sent[1])}"
 
 
 # ----------------------------------------------------------------- elections
@@ -156,8 +154,9 @@ def _expand_request_vote(
     term = s.current_term
     for j in range(len(servers)):
         if j != i and not votes >> j & 1:
-            t = request_vote(state, i, j)
-            if t is not None:
+            sent = request_vote_sent(state, i, j)
+            if sent is not None:
+                t = sent[0]
                 if term < servers[j].current_term:
                     t = tidy_network(t, 1 << j)
                 add(t)
@@ -167,8 +166,8 @@ def _expand_request_vote(
 
 def _describe_request_vote(step: Step, before: State, after: State) -> str:
     i, j = step.server, step.peer
-    return f"candidate {i} sends RequestVote to server {j}" + _sent(
-        before, request_vote(before, i, j)
+    return f"candidate {i} sends RequestVote to server {j}" + _told_sent(
+        request_vote_sent(before, i, j)
     )
 
 
@@ -243,9 +242,9 @@ def _expand_append_entries(
             continue
         stale = term < servers[j].current_term
         for count in range(last - next_index[j] + 2):
-            t = append_entries(state, i, j, count)
-            if t is not None:
-                add(tidy_network(t, 1 << j) if stale else t)
+            sent = append_entries_sent(state, i, j, count)
+            if sent is not None:
+                add(tidy_network(sent[0], 1 << j) if stale else sent[0])
                 if steps is not None:
                     steps.append(Step("append_entries", i, j, count))
 
@@ -254,8 +253,8 @@ def _describe_append_entries(step: Step, before: State, after: State) -> str:
     what = "a heartbeat" if step.entries == 0 else f"{step.entries} entr"
     what += "" if step.entries == 0 else "y" if step.entries == 1 else "ies"
     i, j = step.server, step.peer
-    return f"leader {i} sends AppendEntries ({what}) to server {j}" + _sent(
-        before, append_entries(before, i, j, step.entries)
+    return f"leader {i} sends AppendEntries ({what}) to server {j}" + _told_sent(
+        append_entries_sent(before, i, j, step.entries)
     )
 
 
@@ -363,13 +362,16 @@ def _expand_receive(
                 if steps is not None:
                     steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
         return
+    sent: tuple[State, Message] | None
     if isinstance(m, RequestVoteRequest):
-        t = handle_request_vote(state, m, mutant=mutant)
+        sent = handle_request_vote_sent(state, m, mutant=mutant)
+        t = None if sent is None else sent[0]
     elif isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
         if isinstance(m, AppendEntriesRequest):
-            t = handle_append_entries(state, m, mutant=mutant)
+            sent = handle_append_entries_sent(state, m, mutant=mutant)
         else:
-            t = handle_install_snapshot(state, m, mutant=mutant)
+            sent = handle_install_snapshot_sent(state, m, mutant=mutant)
+        t = None if sent is None else sent[0]
         if not fine and t is not None:
             r = t.servers[dest]
             if r.last_applied < r.commit_index:
@@ -527,8 +529,9 @@ def _expand_install(action: str, whole: bool) -> Expander:
         term = s.current_term
         for j in range(len(servers)):
             if j != i and next_index[j] <= s.snapshot_index:
-                t = install_snapshot(state, i, j, whole=whole)
-                if t is not None:
+                sent = install_snapshot_sent(state, i, j, whole=whole)
+                if sent is not None:
+                    t = sent[0]
                     add(tidy_network(t, 1 << j) if term < servers[j].current_term else t)
                     if steps is not None:
                         steps.append(Step(action, i, j))
@@ -538,8 +541,8 @@ def _expand_install(action: str, whole: bool) -> Expander:
 
 def _describe_install_snapshot(step: Step, before: State, after: State) -> str:
     i, j = step.server, step.peer
-    return f"leader {i} sends InstallSnapshot to server {j}" + _sent(
-        before, install_snapshot(before, i, j)
+    return f"leader {i} sends InstallSnapshot to server {j}" + _told_sent(
+        install_snapshot_sent(before, i, j)
     )
 
 

@@ -74,29 +74,27 @@ events and steps were replayed and the first :class:`Violation`, if any.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
 
 from .actions import (
     advance_commit_index,
-    append_entries,
+    append_entries_sent,
     apply,
     apply_snapshot,
     become_leader,
     client_request,
     commit_index_limit,
     drop_message,
-    handle_append_entries,
     handle_append_entries_response,
-    handle_install_snapshot,
+    handle_append_entries_sent,
     handle_install_snapshot_response,
-    handle_request_vote,
+    handle_install_snapshot_sent,
     handle_request_vote_response,
-    install_snapshot,
-    request_vote,
+    handle_request_vote_sent,
+    install_snapshot_sent,
+    request_vote_sent,
     restart,
     take_snapshot,
     timeout,
@@ -122,13 +120,10 @@ from .state import (
     Server,
     State,
     append_entries_request,
-    append_entries_response,
     format_message,
     initial_state,
     install_snapshot_request,
-    install_snapshot_response,
     request_vote_request,
-    request_vote_response,
     snapshot_term,
     term_at,
 )
@@ -1460,26 +1455,24 @@ class _Replay:
             f"a {_role(s)} of term {s.current_term} (never a {ROLE_NAMES[role]} of term {term})",
         )
 
-    def _sent_by(self, i: int, sender: Server, m: Message, action: str) -> None:
-        """Take the model's send from ``sender`` (server ``i`` as it built the message):
-        it must put exactly ``m`` in flight."""
+    def _sent_by(
+        self,
+        i: int,
+        sender: Server,
+        m: Message,
+        action: str,
+        send: Callable[[State], tuple[State, Message] | None],
+    ) -> None:
+        """Take the model's send (``send``, the rule ``action``) from ``sender`` (server
+        ``i`` as it built the message): it must put exactly ``m`` in flight."""
         current = self.state.servers[i]
-        state = self.state if sender is current else self._with(i, sender)
-        before = state.network
-        if action == "append_entries":
-            assert isinstance(m, AppendEntriesRequest)
-            t = append_entries(state, i, m.dest, len(m.entries))
-        else:
-            t = request_vote(state, i, m.dest)
-        if t is None:
+        sent = send(self.state if sender is current else self._with(i, sender))
+        if sent is None:
             raise _Broken(f"Send {format_message(m)}", f"{action} enabled", "not enabled")
-        after = t.network
-        if _count(after, m) <= _count(before, m):
-            produced = list((Counter(after) - Counter(before)).elements())
-            expected = format_message(produced[0]) if produced else "nothing"
-            raise _Broken(f"Send ({action})", expected, format_message(m))
-        state = self.state
-        self.state = state._replace(network=after)
+        t, produced = sent
+        if produced != m:
+            raise _Broken(f"Send ({action})", format_message(produced), format_message(m))
+        self.state = self.state._replace(network=t.network)
         self.fresh.append(m)
 
     def _send_request_vote(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
@@ -1501,7 +1494,9 @@ class _Replay:
                 f"term {m.term} and the vote for itself saved",
                 f"saved term {saved.term}, vote {_show_vote(saved.voted_for)}",
             )
-        self._sent_by(i, sender, m, "request_vote")
+        self._sent_by(
+            i, sender, m, "request_vote", lambda state: request_vote_sent(state, i, m.dest)
+        )
         self.requests[message_id] = m
 
     def _append_entries_message(self, i: int, msg: Mapping[str, Any]) -> AppendEntriesRequest:
@@ -1559,7 +1554,13 @@ class _Replay:
                 f"term {m.term} saved",
                 f"saved term {saved.term}",
             )
-        self._sent_by(i, sender, m, "append_entries")
+        self._sent_by(
+            i,
+            sender,
+            m,
+            "append_entries",
+            lambda state: append_entries_sent(state, i, m.dest, len(m.entries)),
+        )
         current = self.state.servers[i]
         if current.role == LEADER and current.current_term == m.term:
             # nextIndex is the implementation's choice: adopt the one it used.
@@ -1613,8 +1614,8 @@ class _Replay:
             last_included_term=msg["last_included_term"],  # s_term: checked above
             data=sender.log[:index],
         )
-        sent = install_snapshot(self._with(i, sender), i, j)
-        if sent is None or full not in sent.network:
+        sent = install_snapshot_sent(self._with(i, sender), i, j)
+        if sent is None or sent[1] != full:
             raise _Broken("Leaders: InstallSnapshot", "install_snapshot enabled", "not enabled")
         # Nothing is in flight yet: the follower's step says whether this chunk
         # completed the snapshot (the whole one) or not (install_snapshot_chunk's
@@ -1680,21 +1681,20 @@ class _Replay:
             if logged != m:
                 raise _Broken("Receive", format_message(m), format_message(logged))
         self._in_bag(m)
-        before = self.state.network
         receiver = self.state.servers[m.dest]
         self.commit_before = receiver.commit_index
         if isinstance(m, AppendEntriesRequest):
             self.hint_source = (receiver.log, m.prev_log_index, receiver.snapshot_index)
+        handled: tuple[State, Message] | None
         if isinstance(m, RequestVoteRequest):
-            t = handle_request_vote(self.state, m)
+            handled = handle_request_vote_sent(self.state, m)
         elif isinstance(m, AppendEntriesRequest):
-            t = handle_append_entries(self.state, m)
+            handled = handle_append_entries_sent(self.state, m)
         else:
             assert isinstance(m, InstallSnapshotRequest)
-            t = handle_install_snapshot(self.state, m)
-        assert t is not None  # m is in flight
-        self.state = t
-        reply = _reply_added(before, t.network, m, t.servers[m.dest].current_term)
+            handled = handle_install_snapshot_sent(self.state, m)
+        assert handled is not None  # m is in flight
+        self.state, reply = handled  # the handler says which reply it put in flight
         self.fresh.append(reply)
         self._follow_ups(events, start, end, reply)
         if self.replies.get(message_id) is not reply:
@@ -1955,41 +1955,3 @@ def _conflict_hints(log: Log, prev: int, snapshot_index: int) -> tuple[int, int]
 def _show_reply(msg: Mapping[str, Any]) -> str:
     verdict = msg.get("vote_granted", msg.get("success"))
     return f"{msg['type']} {msg['from']}->{msg['to']} t{msg['term']} {verdict}"
-
-
-def _reply_added(
-    before: tuple[Message, ...], after: tuple[Message, ...], m: Message, term: int
-) -> Message:
-    """The reply a handler put in flight in place of request ``m`` (its term is the
-    receiver's term after handling it)."""
-    candidates: tuple[Message, ...]
-    back = {"term": term, "source": m.dest, "dest": m.source}
-    if isinstance(m, RequestVoteRequest):
-        candidates = (
-            request_vote_response(**back, vote_granted=True),
-            request_vote_response(**back, vote_granted=False),
-        )
-    elif isinstance(m, InstallSnapshotRequest):
-        candidates = (
-            install_snapshot_response(**back, last_included_index=m.last_included_index),
-            install_snapshot_response(**back, last_included_index=0),
-        )
-    else:
-        assert isinstance(m, AppendEntriesRequest)
-        match = m.prev_log_index + len(m.entries)
-        candidates = (
-            append_entries_response(**back, success=True, match_index=match, prev_log_index=0),
-            append_entries_response(
-                **back, success=False, match_index=0, prev_log_index=m.prev_log_index
-            ),
-            append_entries_response(**back, success=False, match_index=0, prev_log_index=0),
-        )
-    for r in candidates:
-        if _count(after, r) > _count(before, r):
-            return r
-    raise AssertionError("the handler put no reply in flight")  # pragma: no cover
-
-
-def _count(bag: tuple[Message, ...], m: Message) -> int:
-    """How many copies of ``m`` a bag holds (the model keeps bags sorted)."""
-    return bisect_right(bag, m) - bisect_left(bag, m)
