@@ -86,7 +86,7 @@ def test_check_catches_a_planted_bug(capsys: pytest.CaptureFixture[str]) -> None
             "--max-restarts", "1", "--mutant", "forget-voted-for-on-restart"]  # fmt: skip
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "Election Safety" in out and "1." in out
+    assert "VIOLATION of ElectionSafety" in out and "1." in out
 
 
 def test_check_refuses_an_unknown_mutant(capsys: pytest.CaptureFixture[str]) -> None:

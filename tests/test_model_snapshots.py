@@ -9,9 +9,10 @@ from itertools import pairwise
 import pytest
 
 from trioraft.model import actions as a
-from trioraft.model.check_cli import add_arguments, run
+from trioraft.model.check_cli import add_arguments, found_with, resolve, run
 from trioraft.model.checker import check
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
+from trioraft.model.mutants import MUTANT_BY_NAME
 from trioraft.model.registry import apply_step, successors
 from trioraft.model.search import Bounds, Step, settle, tidy_network
 from trioraft.model.state import (
@@ -268,7 +269,7 @@ def test_apply_never_reaches_into_an_uninstalled_snapshot() -> None:
 
 # --------------------------------------------------------------------- the checker
 
-SNAPSHOT_BOUNDS = Bounds(3, 2, 2, 2, 0, snapshots=True)
+SNAPSHOT_BOUNDS, _ = found_with(MUTANT_BY_NAME[MUTANT])  # 3 servers, T 2, L 2, M 2, snapshots
 
 
 def _replays(trace: tuple[tuple[Step | None, State], ...], mutant: str | None) -> None:
@@ -286,7 +287,7 @@ def test_the_discarding_mutant_is_caught_and_the_correct_model_passes() -> None:
     start = snapshot_race()
     result = check(SNAPSHOT_BOUNDS, mutant=MUTANT, initial=start)
     assert result.violation is not None
-    assert result.violation[0] == "LeaderCompleteness"
+    assert result.violation[0] == MUTANT_BY_NAME[MUTANT].caught_by == "LeaderCompleteness"
     assert len(result.trace) - 1 == result.depth == 7
     assert all(not violations(state) for _, state in result.trace[:-1])
     _replays(result.trace, MUTANT)
@@ -348,8 +349,10 @@ def test_cli_needs_snapshots_for_the_snapshot_mutant(capsys: pytest.CaptureFixtu
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert run(parser.parse_args(["--mutant", MUTANT])) == 2
-    assert "add --snapshots" in capsys.readouterr().err
+    bounds, _ = resolve(parser.parse_args(["--mutant", MUTANT, "--max-msgs", "1"]))
+    assert bounds.snapshots  # the mutant's own options bring snapshots
+    assert run(parser.parse_args(["--mutant", MUTANT, "--no-snapshots"])) == 2
+    assert "it needs --snapshots (drop --no-snapshots)" in capsys.readouterr().err
     args = parser.parse_args(["--snapshots", "--max-msgs", "1", "--quiet", "--symmetry"])
     assert run(args) == 0
     out = capsys.readouterr().out

@@ -17,11 +17,12 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import asdict
 from typing import TextIO
 
 from .checker import MAX_MEMORY, MAX_STATES, CheckResult, Progress, check
 from .invariants import INVARIANTS_BY_NAME
-from .mutants import MUTANTS, NEEDS_SNAPSHOTS
+from .mutants import MUTANT_BY_NAME, MUTANTS, NEEDS_SNAPSHOTS, Mutant
 from .search import Bounds
 from .story import format_trace
 
@@ -90,67 +91,63 @@ def default_max_memory() -> int | None:
     return total // 2
 
 
+_DEFAULTS = Bounds()
+"""The bounds of a check without a mutant, where the command line does not give them."""
+
+_BOUND_HELP = {
+    "servers": ("N", "servers"),
+    "max_term": ("T", "no election beyond term T"),
+    "max_log": ("L", "no client request beyond L log entries"),
+    "max_msgs": ("M", "no send while M messages are in flight, copies included"),
+    "max_restarts": ("R", "at most R server restarts in a run; each multiplies the states ~5x"),
+    "values": ("V", "client requests carry a value in 1..V"),
+}
+_SWITCH_HELP = {
+    "snapshots": "let servers take snapshots and leaders send InstallSnapshot (Figure 13)",
+    "fine_grained": "make BecomeLeader, AdvanceCommitIndex and Apply separate interleaved actions",
+    "symmetry": "count states equal up to renaming the servers once (fewer states, same verdict)",
+}
+"""The on/off options (each also as --no-...): the Bounds' two and --symmetry."""
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``trioraft check``'s options to ``parser``."""
-    parser.add_argument("--servers", type=_count, default=3, help="servers (default 3)")
+    """Add ``trioraft check``'s options to ``parser``.
+
+    The bounds and switches default to None, "not given": :func:`resolve` fills
+    them from the mutant's own bounds (with ``--mutant``) or from ``Bounds()``.
+    """
+    for option, (metavar, text) in _BOUND_HELP.items():
+        parser.add_argument(
+            _flag(option),
+            type=_count,
+            metavar=metavar,
+            help=f"{text} (default {getattr(_DEFAULTS, option)}, or the mutant's)",
+        )
+    for option, text in _SWITCH_HELP.items():
+        parser.add_argument(
+            _flag(option),
+            action=argparse.BooleanOptionalAction,
+            help=f"{text} (default off, or as the mutant's)",
+        )
     parser.add_argument(
-        "--max-term",
-        type=_count,
-        default=2,
-        metavar="T",
-        help="no election beyond term T (default 2)",
-    )
-    parser.add_argument(
-        "--max-log",
-        type=_count,
-        default=1,
-        metavar="L",
-        help="no client request beyond L log entries (default 1)",
-    )
-    parser.add_argument(
-        "--max-msgs",
-        type=_count,
-        default=4,
-        metavar="M",
-        help="no send while M messages are in flight, copies included (default 4)",
-    )
-    parser.add_argument(
-        "--max-restarts",
-        type=_count,
-        default=0,
-        metavar="R",
-        help="at most R server restarts in a run (default 0; each one multiplies the states ~5x)",
-    )
-    parser.add_argument(
-        "--values",
-        type=_count,
-        default=1,
-        metavar="V",
-        help="client requests carry a value in 1..V (default 1)",
-    )
-    parser.add_argument(
-        "--snapshots",
-        action="store_true",
-        help="let servers take snapshots and leaders send InstallSnapshot (Figure 13)",
-    )
-    parser.add_argument(
-        "--symmetry",
-        action="store_true",
-        help="count states equal up to renaming the servers once (fewer states, same verdict)",
-    )
-    parser.add_argument(
-        "--fine-grained",
-        action="store_true",
-        help="make BecomeLeader, AdvanceCommitIndex and Apply separate interleaved actions",
-    )
-    parser.add_argument(
-        "--mutant", metavar="NAME", help="plant a known Raft bug (see --list-mutants)"
+        "--mutant",
+        metavar="NAME",
+        help=(
+            "plant a known Raft bug (see --list-mutants); the bounds and switches not "
+            "given are the mutant's own, those it is found with (see --describe-mutants)"
+        ),
     )
     parser.add_argument(
         "--list-mutants", action="store_true", help="print the mutants' names, one per line"
     )
     parser.add_argument(
-        "--describe-mutants", action="store_true", help="print each mutant and what it breaks"
+        "--describe-mutants",
+        action="store_true",
+        help="print each mutant, what it breaks, and the command line that finds it",
     )
     parser.add_argument(
         "--max-states",
@@ -179,6 +176,74 @@ def _usage_error(message: str) -> int:
     return EXIT_USAGE
 
 
+class UsageError(ValueError):
+    """Options that do not make a check; the message names the option."""
+
+
+def resolve(args: argparse.Namespace) -> tuple[Bounds, bool]:
+    """The bounds and symmetry of the check ``args`` describes: each option given
+    on the command line, else the mutant's own (``--mutant``), else the default."""
+    mutant = MUTANT_BY_NAME.get(args.mutant) if args.mutant is not None else None
+    if args.mutant is not None and mutant is None:
+        raise UsageError(
+            f"unknown mutant {args.mutant!r}; `trioraft check --list-mutants` names them: "
+            + ", ".join(MUTANTS)
+        )
+    fallback = _DEFAULTS if mutant is None else found_with(mutant)[0]
+    bounds = Bounds(
+        servers=_number(args, "servers", fallback.servers),
+        max_term=_number(args, "max_term", fallback.max_term),
+        max_log=_number(args, "max_log", fallback.max_log),
+        max_msgs=_number(args, "max_msgs", fallback.max_msgs),
+        max_restarts=_number(args, "max_restarts", fallback.max_restarts),
+        values=_number(args, "values", fallback.values),
+        fine_grained=_switch(args, "fine_grained", fallback.fine_grained),
+        snapshots=_switch(args, "snapshots", fallback.snapshots),
+    )
+    if not 1 <= bounds.servers <= 9:
+        raise UsageError(f"--servers must be between 1 and 9, got {bounds.servers}")
+    if bounds.values < 1:
+        raise UsageError(f"--values must be at least 1, got {bounds.values}")
+    if args.mutant in NEEDS_SNAPSHOTS and not bounds.snapshots:
+        raise UsageError(
+            f"mutant {args.mutant!r} breaks a snapshot rule: it needs --snapshots "
+            "(drop --no-snapshots)"
+        )
+    return bounds, _switch(args, "symmetry", mutant is not None and mutant.symmetry)
+
+
+def found_with(mutant: Mutant) -> tuple[Bounds, bool]:
+    """The bounds and symmetry under which the checker finds ``mutant``: its own."""
+    return Bounds(**asdict(mutant.bounds)), mutant.symmetry
+
+
+def _number(args: argparse.Namespace, option: str, fallback: int) -> int:
+    """``args``'s ``option`` if the command line gave it (None: not given), else ``fallback``."""
+    value = getattr(args, option, None)
+    if value is None:
+        return fallback
+    if not isinstance(value, int) or value < 0:
+        raise UsageError(f"{_flag(option)} must be a whole number, not negative; got {value!r}")
+    return value
+
+
+def _switch(args: argparse.Namespace, option: str, fallback: bool) -> bool:
+    """``args``'s on/off ``option`` if the command line gave it, else ``fallback``."""
+    value = getattr(args, option, None)
+    return fallback if value is None else bool(value)
+
+
+def command_line(mutant: Mutant) -> str:
+    """The ``trioraft check`` command line that finds ``mutant``, every bound spelt out."""
+    bounds, symmetry = found_with(mutant)
+    words = ["trioraft", "check", "--mutant", mutant.name]
+    for option in _BOUND_HELP:
+        words += [_flag(option), str(getattr(bounds, option))]
+    switches = {**bounds._asdict(), "symmetry": symmetry}
+    words += [_flag(option) for option in _SWITCH_HELP if switches[option]]
+    return " ".join(words)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the check ``args`` describes; print the verdict; return the exit status."""
     if getattr(args, "list_mutants", False):
@@ -186,43 +251,21 @@ def run(args: argparse.Namespace) -> int:
             print(name)
         return EXIT_OK
     if getattr(args, "describe_mutants", False):
-        for name, text in MUTANTS.items():
-            print(f"{name}: {text}")
+        for mutant in MUTANT_BY_NAME.values():
+            print(f"{mutant.name}: {mutant.description}")
+            print(f"  found by: {command_line(mutant)}")
         return EXIT_OK
-    if args.mutant is not None and args.mutant not in MUTANTS:
-        return _usage_error(
-            f"unknown mutant {args.mutant!r}; `trioraft check --list-mutants` names them: "
-            + ", ".join(MUTANTS)
-        )
-    for option in ("servers", "max_term", "max_log", "max_msgs", "max_restarts", "values"):
-        value = getattr(args, option)
-        if not isinstance(value, int) or value < 0:
-            flag = "--" + option.replace("_", "-")
-            return _usage_error(f"{flag} must be a whole number, not negative; got {value!r}")
-    if not 1 <= args.servers <= 9:
-        return _usage_error(f"--servers must be between 1 and 9, got {args.servers}")
-    if args.values < 1:
-        return _usage_error(f"--values must be at least 1, got {args.values}")
-    snapshots = bool(getattr(args, "snapshots", False))
-    if args.mutant in NEEDS_SNAPSHOTS and not snapshots:
-        return _usage_error(f"mutant {args.mutant!r} breaks a snapshot rule: add --snapshots")
-    bounds = Bounds(
-        servers=args.servers,
-        max_term=args.max_term,
-        max_log=args.max_log,
-        max_msgs=args.max_msgs,
-        max_restarts=args.max_restarts,
-        values=args.values,
-        fine_grained=getattr(args, "fine_grained", False),
-        snapshots=snapshots,
-    )
-    print(describe_bounds(bounds, args.mutant, args.symmetry))
+    try:
+        bounds, symmetry = resolve(args)
+    except UsageError as error:
+        return _usage_error(str(error))
+    print(describe_bounds(bounds, args.mutant, symmetry))
     sys.stdout.flush()
     progress = None if getattr(args, "quiet", False) else _progress_printer(sys.stderr)
     result = check(
         bounds,
         mutant=args.mutant,
-        symmetry=args.symmetry,
+        symmetry=symmetry,
         progress=progress,
         max_states=getattr(args, "max_states", None),
         max_memory=getattr(args, "max_memory", None),

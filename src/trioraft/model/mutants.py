@@ -1,13 +1,16 @@
 """Known Raft bugs the model can plant, for teaching and as a check of the checker.
 
 A mutant is a name; the actions that a bug touches take ``mutant`` as a keyword
-argument and change their rule when it names their bug.  Each entry says which
-Figure 2 rule is broken and which invariant catches it (tests/test_model_checker.py
-holds the bounds at which it is caught).
+argument and change their rule when it names their bug.  Each mutant says which
+Figure 2 rule it breaks, which invariant catches it, and the bounds and options
+under which ``trioraft check --mutant NAME`` finds it (the smallest found in a
+few seconds; tests/test_model_checker.py checks each and its counterexample's
+length).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 COMMIT_OLD_TERM_BY_COUNTING: Final = "commit-old-term-by-counting"
@@ -18,42 +21,102 @@ LEADER_OVERWRITES_LOG: Final = "leader-overwrites-log"
 FOLLOWER_COMMITS_PAST_NEW_ENTRIES: Final = "follower-commits-past-new-entries"
 INSTALL_SNAPSHOT_DISCARDS_LOG: Final = "install-snapshot-discards-log"
 
-MUTANTS: Final[dict[str, str]] = {
-    COMMIT_OLD_TERM_BY_COUNTING: (
+
+@dataclass(frozen=True, kw_only=True)
+class MutantBounds:
+    """The checker's bounds under which a mutant is found: the fields of
+    ``actions.Bounds``, by name (this module cannot import it: the actions import
+    the mutants' names)."""
+
+    servers: int
+    max_term: int
+    max_log: int
+    max_msgs: int
+    max_restarts: int = 0
+    values: int = 1
+    fine_grained: bool = False
+    snapshots: bool = False
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A planted bug: what it breaks, the invariant that catches it, and the
+    bounds and options (``symmetry``) under which the checker finds it."""
+
+    name: str
+    breaks: str
+    caught_by: str
+    """The name of the invariant (``invariants.INVARIANTS_BY_NAME``) it violates first."""
+    bounds: MutantBounds
+    symmetry: bool = True
+
+    @property
+    def description(self) -> str:
+        """What the bug is and what catches it, in one sentence."""
+        needs = " (needs --snapshots)" if self.bounds.snapshots else ""
+        return f"{self.breaks}; caught by {self.caught_by}{needs}"
+
+
+_ALL: Final = (
+    Mutant(
+        COMMIT_OLD_TERM_BY_COUNTING,
         "AdvanceCommitIndex drops the 'log[N].term == currentTerm' test: a leader commits "
-        "an older term's entry by counting replicas (the paper's Figure 8); caught by "
-        "Leader Completeness"
+        "an older term's entry by counting replicas (the paper's Figure 8)",
+        "LeaderCompleteness",
+        MutantBounds(servers=3, max_term=4, max_log=1, max_msgs=1),
     ),
-    VOTE_WITHOUT_LOG_CHECK: (
+    Mutant(
+        VOTE_WITHOUT_LOG_CHECK,
         "HandleRequestVote grants a vote without the 'candidate's log is at least as "
-        "up-to-date' test (§5.4.1); caught by Leader Completeness"
+        "up-to-date' test (§5.4.1)",
+        "LeaderCompleteness",
+        MutantBounds(servers=3, max_term=2, max_log=1, max_msgs=1),
     ),
-    FORGET_VOTED_FOR_ON_RESTART: (
-        "Restart loses voted_for (it is not persisted), so a server can vote twice in "
-        "one term; caught by Election Safety"
+    Mutant(
+        FORGET_VOTED_FOR_ON_RESTART,
+        "Restart loses voted_for (it is not persisted), so a server can vote twice in one term",
+        "ElectionSafety",
+        MutantBounds(servers=3, max_term=1, max_log=0, max_msgs=1, max_restarts=1),
     ),
-    APPEND_WITHOUT_PREV_CHECK: (
+    Mutant(
+        APPEND_WITHOUT_PREV_CHECK,
         "HandleAppendEntries accepts when the follower has an entry at prevLogIndex, "
-        "without comparing its term to prevLogTerm; caught by State Machine Safety"
+        "without comparing its term to prevLogTerm",
+        "StateMachineSafety",
+        MutantBounds(servers=3, max_term=3, max_log=1, max_msgs=1),
     ),
-    LEADER_OVERWRITES_LOG: (
+    Mutant(
+        LEADER_OVERWRITES_LOG,
         "ClientRequest writes the new entry at commitIndex + 1, discarding the leader's "
-        "uncommitted entries instead of appending; caught by Leader Append-Only"
+        "uncommitted entries instead of appending",
+        "LeaderAppendOnly",
+        MutantBounds(servers=3, max_term=2, max_log=1, max_msgs=1),
     ),
-    FOLLOWER_COMMITS_PAST_NEW_ENTRIES: (
+    Mutant(
+        FOLLOWER_COMMITS_PAST_NEW_ENTRIES,
         "HandleAppendEntries sets commitIndex = min(leaderCommit, last log index) instead "
         "of min(leaderCommit, index of last new entry), committing stale entries the "
-        "request did not check; caught by State Machine Safety"
+        "request did not check",
+        "StateMachineSafety",
+        MutantBounds(servers=3, max_term=2, max_log=1, max_msgs=1),
     ),
-    INSTALL_SNAPSHOT_DISCARDS_LOG: (
+    Mutant(
+        INSTALL_SNAPSHOT_DISCARDS_LOG,
         "HandleInstallSnapshot always discards the whole log (Figure 13 rule 7) even when "
         "it holds the snapshot's last entry, losing entries after it that may already "
-        "count towards a commit; caught by Leader Completeness (needs --snapshots)"
+        "count towards a commit",
+        "LeaderCompleteness",
+        MutantBounds(servers=3, max_term=2, max_log=2, max_msgs=2, snapshots=True),
     ),
-}
+)
+
+MUTANT_BY_NAME: Final[dict[str, Mutant]] = {mutant.name: mutant for mutant in _ALL}
+"""Mutant name -> the mutant, with the bounds it is found at."""
+
+MUTANTS: Final[dict[str, str]] = {mutant.name: mutant.description for mutant in _ALL}
 """Mutant name -> what the bug is and what catches it."""
 
-NEEDS_SNAPSHOTS: Final = frozenset({INSTALL_SNAPSHOT_DISCARDS_LOG})
+NEEDS_SNAPSHOTS: Final = frozenset(mutant.name for mutant in _ALL if mutant.bounds.snapshots)
 """Mutants of a snapshot rule: only a check with snapshots can reach them."""
 
 
