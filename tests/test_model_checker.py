@@ -49,6 +49,10 @@ CAUGHT = {
     "leader-overwrites-log": 13,
     "follower-commits-past-new-entries": 15,
     "install-snapshot-discards-log": 19,
+    "pre-vote-persists-term": 3,
+    "vote-despite-lease": 13,
+    "read-without-round": 19,
+    "transfer-accepts-requests": 7,
 }
 
 # Mutants whose own bounds make spaces of seconds, not tenths: the correct model is
@@ -370,6 +374,14 @@ def _checking_line(bounds: Bounds, symmetry: bool) -> str:
             f"max restarts {bounds.max_restarts}",
             f"values {bounds.values}",
             *[name.replace("_", "-") for name in switches],
+            *(["Pre-Vote"] if bounds.pre_vote else []),
+            *(["CheckQuorum"] if bounds.check_quorum else []),
+            *(
+                [f"leadership transfer (at most {bounds.max_transfers})"]
+                if bounds.transfer
+                else []
+            ),
+            *([f"ReadIndex (at most {bounds.max_reads} reads)"] if bounds.read_index else []),
             *(["symmetry"] if symmetry else []),
         ]
     )

@@ -41,6 +41,9 @@ from .mutants import (
     FORGET_VOTED_FOR_ON_RESTART,
     INSTALL_SNAPSHOT_DISCARDS_LOG,
     LEADER_OVERWRITES_LOG,
+    PRE_VOTE_PERSISTS_TERM,
+    TRANSFER_ACCEPTS_REQUESTS,
+    VOTE_DESPITE_LEASE,
     VOTE_WITHOUT_LOG_CHECK,
 )
 from .state import (
@@ -52,21 +55,31 @@ from .state import (
     INSTALL_SNAPSHOT_RESPONSE,
     LEADER,
     NOBODY,
+    PRE_CANDIDATE,
+    PRE_VOTE,
+    PRE_VOTE_REQUEST,
+    PRE_VOTE_RESPONSE,
     REQUEST_VOTE_REQUEST,
     REQUEST_VOTE_RESPONSE,
+    TIMEOUT_NOW_RESPONSE,
     AppendEntriesRequest,
     AppendEntriesResponse,
     Applied,
     Committed,
     Entry,
+    Ext,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     Log,
     Message,
+    PreVoteRequest,
+    PreVoteResponse,
     RequestVoteRequest,
     RequestVoteResponse,
     Server,
     State,
+    TimeoutNowRequest,
+    TimeoutNowResponse,
     Value,
 )
 
@@ -144,8 +157,23 @@ def _observe_term(s: Server, term: int) -> Server:
             (),
             s.led_terms,
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
+
+
+def _ext_volatile_lost(ext: Ext) -> Ext:
+    """The extensions' volatile state reset (a new term, a new election, a new
+    leader, a restart): no lease, no transfer, no waiting reads (they fail)."""
+    if not (ext.lease or ext.campaign or ext.reads or ext.abandoned) and ext.transfer_to == NOBODY:
+        return ext
+    return ext._replace(lease=False, transfer_to=NOBODY, abandoned=False, campaign=False, reads=())
+
+
+def _withholds_vote(s: Server) -> bool:
+    """Thesis §4.2.3 (with Pre-Vote): a leader, or a follower within its lease, refuses
+    to help an election of a higher term (unless a transfer asks)."""
+    return bool(s.ext.options & PRE_VOTE) and (s.role == LEADER or s.ext.lease)
 
 
 def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
@@ -153,12 +181,19 @@ def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
     Candidates: "if AppendEntries RPC received from new leader: convert to
     follower"; its log, snapshot and commitIndex become the given ones.  ``s``
     itself when nothing changes."""
-    role = FOLLOWER if s.role == CANDIDATE else s.role
+    role = FOLLOWER if s.role in (CANDIDATE, PRE_CANDIDATE) else s.role
+    ext = s.ext
+    if ext.options:
+        if role != s.role:
+            ext = _ext_volatile_lost(ext)
+        if ext.options & PRE_VOTE and role == FOLLOWER and not ext.lease:
+            ext = ext._replace(lease=True)  # §4.2.3: it heard its leader just now
     if (
         role == s.role
         and log is s.log
         and commit == s.commit_index
         and snapshot == s.snapshot_index
+        and ext is s.ext
     ):
         return s
     return _new(
@@ -177,6 +212,7 @@ def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
             _leader_log(s.leader_log, log) if role == LEADER else (),
             s.led_terms,
             s.applied,
+            ext,
         ),
     )
 
@@ -241,6 +277,7 @@ def _set_commit_index(
             s.leader_log,
             s.led_terms,
             s.applied,
+            s.ext,
         ),
     )
     return server, committed
@@ -260,18 +297,29 @@ def _log_up_to_date(s: Server, last_log_term: int, last_log_index: int) -> bool:
 
 def timeout(state: State, i: int) -> State | None:
     """Followers/Candidates: the election timeout elapses, so server ``i`` starts an
-    election: increments currentTerm, becomes candidate, votes for itself."""
+    election: increments currentTerm, becomes candidate, votes for itself.  With
+    Pre-Vote (thesis §9.6) it becomes a pre-candidate instead: its term and vote
+    unchanged, its own pre-vote counted.  Not within a lease (§4.2.3: the timer's
+    first part is the lease, :func:`~.extensions.expire_lease` ends it)."""
     s = state.servers[i]
-    if s.role == LEADER:
+    if s.role == LEADER or s.ext.lease:
         return None
-    server = _new(
+    if s.ext.options & PRE_VOTE:
+        return _with(state, i, _campaigner(s, PRE_CANDIDATE, s.current_term, s.voted_for, i))
+    return _with(state, i, _campaigner(s, CANDIDATE, s.current_term + 1, i, i))
+
+
+def _campaigner(s: Server, role: int, term: int, voted_for: int, i: int) -> Server:
+    """Server ``i`` (``s`` now) standing in an election or a pre-election: only its own
+    vote counted so far."""
+    return _new(
         Server,
         (
-            s.current_term + 1,
-            i,
+            term,
+            voted_for,
             s.log,
             s.snapshot_index,
-            CANDIDATE,
+            role,
             s.commit_index,
             s.last_applied,
             1 << i,
@@ -280,8 +328,13 @@ def timeout(state: State, i: int) -> State | None:
             (),
             s.led_terms,
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
+
+
+def _with(state: State, i: int, server: Server) -> State:
+    """``state`` with server ``i`` replaced."""
     return _new(
         State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
     )
@@ -298,7 +351,15 @@ def request_vote_sent(state: State, i: int, j: int) -> Sent[RequestVoteRequest] 
     log = s.log
     m = _new(
         RequestVoteRequest,
-        (REQUEST_VOTE_REQUEST, s.current_term, i, j, log[-1].term if log else 0, len(log)),
+        (
+            REQUEST_VOTE_REQUEST,
+            s.current_term,
+            i,
+            j,
+            log[-1].term if log else 0,
+            len(log),
+            s.ext.campaign,
+        ),
     )
     return _new(
         State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
@@ -317,7 +378,18 @@ def handle_request_vote_sent(
     null or candidateId and the candidate's log is at least as up-to-date.  The next
     state and the reply it put in flight (:func:`handle_request_vote`: the state)."""
     j = m.dest
-    s = _observe_term(state.servers[j], m.term)
+    s = state.servers[j]
+    in_lease = m.term > s.current_term and not m.transfer and _withholds_vote(s)
+    if in_lease and mutant != VOTE_DESPITE_LEASE:
+        # §4.2.3: it believes a leader is alive: neither update the term nor grant.
+        reply = _new(
+            RequestVoteResponse, (REQUEST_VOTE_RESPONSE, s.current_term, j, m.source, False)
+        )
+        network = _bag_replace(state.network, m, reply)
+        if network is None:
+            return None
+        return _new(State, (state.servers, network, state.committed, state.restarts)), reply
+    s = _observe_term(s, m.term)
     granted = False
     if (
         m.term == s.current_term
@@ -345,8 +417,12 @@ def handle_request_vote_sent(
                     s.leader_log,
                     s.led_terms,
                     s.applied,
+                    s.ext,
                 ),
             )
+    if granted and in_lease:
+        ext = s.ext
+        s = s._replace(ext=ext._replace(lease_votes=(*ext.lease_votes, m.term)))
     reply = _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, s.current_term, j, m.source, granted))
     network = _bag_replace(state.network, m, reply)
     if network is None:
@@ -386,6 +462,7 @@ def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State 
                 s.leader_log,
                 s.led_terms,
                 s.applied,
+                s.ext,
             ),
         )
     servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
@@ -416,11 +493,138 @@ def become_leader(state: State, i: int) -> State | None:
             log,
             (*s.led_terms, s.current_term),
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
     return _new(
         State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
     )
+
+
+# --------------------------------------------------------------------- Pre-Vote and transfer
+
+
+def pre_vote_sent(state: State, i: int, j: int) -> Sent[PreVoteRequest] | None:
+    """Pre-candidates (thesis §9.6): ask server ``j`` (one that has not granted) whether
+    it would vote at term + 1."""
+    s = state.servers[i]
+    if s.role != PRE_CANDIDATE or j == i or not 0 <= j < len(state.servers):
+        return None
+    if s.votes_granted >> j & 1:
+        return None
+    log = s.log
+    m = _new(
+        PreVoteRequest,
+        (PRE_VOTE_REQUEST, s.current_term + 1, i, j, log[-1].term if log else 0, len(log)),
+    )
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
+
+
+def pre_vote(state: State, i: int, j: int) -> State | None:
+    """:func:`pre_vote_sent`'s next state."""
+    return _state_of(pre_vote_sent(state, i, j))
+
+
+def handle_pre_vote_sent(
+    state: State, m: PreVoteRequest, *, mutant: str | None = None
+) -> Sent[PreVoteResponse] | None:
+    """PreVote receiver (§9.6, §4.2.3): grant iff the asked term is above its own, it
+    neither leads nor holds a lease, and the candidate's log is at least as
+    up-to-date (§5.4.1).  It changes nothing of its own state; the reply carries
+    the asked term when granted, its own when refused."""
+    j = m.dest
+    s = state.servers[j]
+    if mutant == PRE_VOTE_PERSISTS_TERM:
+        s = _observe_term(s, m.term)  # the bug: a pre-vote raises the voter's term
+    granted = (
+        m.term > s.current_term
+        and not _withholds_vote(s)
+        and _log_up_to_date(s, m.last_log_term, m.last_log_index)
+    )
+    reply = _new(
+        PreVoteResponse,
+        (PRE_VOTE_RESPONSE, m.term if granted else s.current_term, j, m.source, granted),
+    )
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
+    return _new(State, (servers, network, state.committed, state.restarts)), reply
+
+
+def handle_pre_vote(state: State, m: PreVoteRequest, *, mutant: str | None = None) -> State | None:
+    """:func:`handle_pre_vote_sent`'s next state."""
+    return _state_of(handle_pre_vote_sent(state, m, mutant=mutant))
+
+
+def handle_pre_vote_response(state: State, m: PreVoteResponse) -> State | None:
+    """Pre-candidates: a refusal of a higher term is a higher term (All Servers); a
+    grant for term + 1 counts."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    s = state.servers[i]
+    if not m.vote_granted:
+        s = _observe_term(s, m.term)
+    elif s.role == PRE_CANDIDATE and m.term == s.current_term + 1:
+        s = s._replace(votes_granted=s.votes_granted | 1 << m.source)
+    servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
+
+
+def become_candidate(state: State, i: int) -> State | None:
+    """Pre-candidates (§9.6): a majority would vote, so start the election: increment
+    currentTerm, become candidate, vote for self."""
+    s = state.servers[i]
+    if s.role != PRE_CANDIDATE or 2 * s.votes_granted.bit_count() <= len(state.servers):
+        return None
+    return _with(state, i, _stand(s, i, campaign=False))
+
+
+def _stand(s: Server, i: int, *, campaign: bool) -> Server:
+    """Server ``i`` stands for term + 1 (history: a term a majority pre-approved, or a
+    transfer's)."""
+    term = s.current_term + 1
+    server = _campaigner(s, CANDIDATE, term, i, i)
+    ext = server.ext
+    return server._replace(
+        ext=ext._replace(campaign=campaign, started_terms=(*ext.started_terms, term))
+    )
+
+
+def handle_timeout_now_sent(state: State, m: TimeoutNowRequest) -> Sent[TimeoutNowResponse] | None:
+    """TimeoutNow receiver (§3.10): acknowledge with its term; if the request is of its
+    term and it does not lead, start an election at once (no pre-vote), whose
+    RequestVotes say it is a transfer's."""
+    j = m.dest
+    s = _observe_term(state.servers[j], m.term)
+    reply = _new(TimeoutNowResponse, (TIMEOUT_NOW_RESPONSE, s.current_term, j, m.source))
+    if m.term == s.current_term and s.role != LEADER:
+        s = _stand(s, j, campaign=True)
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
+    return _new(State, (servers, network, state.committed, state.restarts)), reply
+
+
+def handle_timeout_now(state: State, m: TimeoutNowRequest) -> State | None:
+    """:func:`handle_timeout_now_sent`'s next state."""
+    return _state_of(handle_timeout_now_sent(state, m))
+
+
+def handle_timeout_now_response(state: State, m: TimeoutNowResponse) -> State | None:
+    """A TimeoutNow's acknowledgement only carries a term (All Servers)."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    s = _observe_term(state.servers[i], m.term)
+    servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
 
 
 # --------------------------------------------------------------------- replication
@@ -433,6 +637,8 @@ def client_request(
     s = state.servers[i]
     if s.role != LEADER:
         return None
+    if s.ext.transfer_to != NOBODY and mutant != TRANSFER_ACCEPTS_REQUESTS:
+        return None  # §3.10: a leader handing over takes no new commands
     entry = Entry(s.current_term, value)
     if mutant == LEADER_OVERWRITES_LOG:
         log: Log = (*s.log[: s.commit_index], entry)
@@ -454,6 +660,7 @@ def client_request(
             _leader_log(s.leader_log, log),
             s.led_terms,
             s.applied,
+            s.ext,
         ),
     )
     return _new(
@@ -653,6 +860,7 @@ def handle_append_entries_response(
                 s.leader_log,
                 s.led_terms,
                 s.applied,
+                s.ext,
             ),
         )
     servers = state.servers if s is old else _with_server(state, i, s)
@@ -711,6 +919,7 @@ def _with_applied(
             s.leader_log,
             s.led_terms,
             applied,
+            s.ext,
         ),
     )
     return _new(
@@ -767,6 +976,7 @@ def restart(state: State, i: int, *, mutant: str | None = None) -> State | None:
             (),
             s.led_terms,
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
     restarted = _new(
@@ -804,7 +1014,15 @@ def receive(
         return handle_append_entries_response(state, m, next_index)
     if isinstance(m, InstallSnapshotRequest):
         return handle_install_snapshot(state, m, mutant=mutant)
-    return handle_install_snapshot_response(state, m)
+    if isinstance(m, InstallSnapshotResponse):
+        return handle_install_snapshot_response(state, m)
+    if isinstance(m, PreVoteRequest):
+        return handle_pre_vote(state, m, mutant=mutant)
+    if isinstance(m, PreVoteResponse):
+        return handle_pre_vote_response(state, m)
+    if isinstance(m, TimeoutNowRequest):
+        return handle_timeout_now(state, m)
+    return handle_timeout_now_response(state, m)
 
 
 # --------------------------------------------------------------------- snapshots (Figure 13)

@@ -38,6 +38,7 @@ from .actions import (
     append_entries_sent,
     apply,
     apply_snapshot,
+    become_candidate,
     become_leader,
     client_request,
     commit_index_limit,
@@ -47,12 +48,18 @@ from .actions import (
     handle_append_entries_sent,
     handle_install_snapshot_response,
     handle_install_snapshot_sent,
+    handle_pre_vote_response,
+    handle_pre_vote_sent,
     handle_request_vote_response,
     handle_request_vote_sent,
+    handle_timeout_now_response,
+    handle_timeout_now_sent,
     install_snapshot,
     install_snapshot_chunk,
     install_snapshot_sent,
     next_index_choices,
+    pre_vote,
+    pre_vote_sent,
     receive,
     request_vote,
     request_vote_sent,
@@ -60,21 +67,36 @@ from .actions import (
     take_snapshot,
     timeout,
 )
+from .extensions import (
+    abandon_transfer,
+    ack_read,
+    check_quorum,
+    expire_lease,
+    read_index,
+    serve_read,
+    timeout_now,
+    timeout_now_sent,
+    transfer_leadership,
+)
 from .mutants import LEADER_OVERWRITES_LOG
 from .search import Bounds, Step, moved, settle, tidy_network
 from .state import (
     CANDIDATE,
     FOLLOWER,
     LEADER,
+    PRE_CANDIDATE,
     ROLE_NAMES,
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     Message,
+    PreVoteRequest,
+    PreVoteResponse,
     RequestVoteRequest,
     RequestVoteResponse,
     State,
+    TimeoutNowRequest,
     format_log,
     format_message,
 )
@@ -86,7 +108,7 @@ MessageExpander = Callable[[State, Message, Bounds, str | None, Add, list[Step] 
 Describe = Callable[[Step, State, State], str]
 ToldAfter = Callable[[State, int, int], str]
 
-ALL_ROLES: Final = frozenset({FOLLOWER, CANDIDATE, LEADER})
+ALL_ROLES: Final = frozenset({FOLLOWER, CANDIDATE, LEADER, PRE_CANDIDATE})
 
 
 def _always(bounds: Bounds) -> bool:
@@ -380,10 +402,22 @@ def _expand_receive(
         t = handle_request_vote_response(state, m)
         if not fine and m.vote_granted and t is not None:
             t, then = settle(t, dest, mutant=mutant)
-    else:
+    elif isinstance(m, InstallSnapshotResponse):
         t = handle_install_snapshot_response(state, m)
         if not fine and m.last_included_index and t is not None:
             t, then = settle(t, dest, mutant=mutant)
+    elif isinstance(m, PreVoteRequest):
+        sent = handle_pre_vote_sent(state, m, mutant=mutant)
+        t = None if sent is None else sent[0]
+    elif isinstance(m, PreVoteResponse):
+        t = handle_pre_vote_response(state, m)
+        if not fine and m.vote_granted and t is not None:
+            t, then = settle(t, dest, mutant=mutant)
+    elif isinstance(m, TimeoutNowRequest):
+        sent = handle_timeout_now_sent(state, m)
+        t = None if sent is None else sent[0]
+    else:
+        t = handle_timeout_now_response(state, m)
     if t is not None:
         add(tidy_network(t, 1 << m.source | moved(was, t.servers[dest]) << dest))
         if steps is not None:
@@ -574,6 +608,181 @@ def _told_apply_snapshot(after: State, i: int, count: int) -> str:
     return f", resets its state machine to snapshot {after.servers[i].snapshot_index}"
 
 
+# ----------------------------------------------------------------- the extensions
+
+Rule = Callable[[State, int], State | None]
+PeerRule = Callable[[State, int, int], State | None]
+
+
+def _expand_local(name: str, rule: Rule) -> Expander:
+    """The expander of an action of server ``i`` alone, with no parameter."""
+
+    def expand(
+        state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+        steps: list[Step] | None,
+    ) -> None:  # fmt: skip
+        t = rule(state, i)
+        if t is not None:
+            add(tidy_network(t, moved(state.servers[i], t.servers[i]) << i))
+            if steps is not None:
+                steps.append(Step(name, i))
+
+    return expand
+
+
+def _expand_to_peers(name: str, rule: PeerRule, *, settle_after: bool = False) -> Expander:
+    """The expander of an action of server ``i`` about each other server ``j``."""
+
+    def expand(
+        state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+        steps: list[Step] | None,
+    ) -> None:  # fmt: skip
+        for j in range(len(state.servers)):
+            if j == i:
+                continue
+            t = rule(state, i, j)
+            if t is None:
+                continue
+            then: tuple[str, ...] = ()
+            if settle_after and not bounds.fine_grained:
+                t, then = settle(t, i, mutant=mutant)
+            add(tidy_network(t, moved(state.servers[i], t.servers[i]) << i))
+            if steps is not None:
+                steps.append(Step(name, i, j, then=then))
+
+    return expand
+
+
+def _expand_pre_vote(
+    state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+    steps: list[Step] | None,
+) -> None:  # fmt: skip
+    # Pre-candidates (§9.6): ask each server that has not granted (within max_msgs).
+    if len(state.network) >= bounds.max_msgs:
+        return
+    votes = state.servers[i].votes_granted
+    for j in range(len(state.servers)):
+        if j != i and not votes >> j & 1:
+            sent = pre_vote_sent(state, i, j)
+            if sent is not None:
+                add(tidy_network(sent[0], 1 << j))
+                if steps is not None:
+                    steps.append(Step("pre_vote", i, j))
+
+
+def _describe_pre_vote(step: Step, before: State, after: State) -> str:
+    i, j = step.server, step.peer
+    return f"pre-candidate {i} asks server {j} for a pre-vote" + _told_sent(
+        pre_vote_sent(before, i, j)
+    )
+
+
+def _describe_become_candidate(step: Step, before: State, after: State) -> str:
+    term = after.servers[step.server].current_term
+    return f"pre-candidate {step.server} won a majority of pre-votes, stands in term {term}"
+
+
+def _told_become_candidate(after: State, i: int, count: int) -> str:
+    return f", won its pre-votes and stands in term {after.servers[i].current_term}"
+
+
+def _describe_expire_lease(step: Step, before: State, after: State) -> str:
+    return f"server {step.server}'s lease ends: the minimum election timeout passed"
+
+
+def _describe_check_quorum(step: Step, before: State, after: State) -> str:
+    term = before.servers[step.server].current_term
+    return f"leader {step.server} of term {term} lost its quorum (CheckQuorum) and steps down"
+
+
+def _expand_transfer_leadership(
+    state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+    steps: list[Step] | None,
+) -> None:  # fmt: skip
+    # §3.10: a leader starts a transfer (at most max_transfers in a run).
+    if sum(s.ext.transfers for s in state.servers) < bounds.max_transfers:
+        _transfer_to_peers(state, i, bounds, mutant, add, steps)
+
+
+_transfer_to_peers = _expand_to_peers("transfer_leadership", transfer_leadership)
+
+
+def _describe_transfer_leadership(step: Step, before: State, after: State) -> str:
+    return f"leader {step.server} starts transferring leadership to server {step.peer}"
+
+
+def _expand_timeout_now(
+    state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+    steps: list[Step] | None,
+) -> None:  # fmt: skip
+    # §3.10: the target caught up: TimeoutNow (within max_msgs).
+    if len(state.network) >= bounds.max_msgs:
+        return
+    sent = timeout_now_sent(state, i)
+    if sent is not None:
+        add(sent[0])
+        if steps is not None:
+            steps.append(Step("timeout_now", i))
+
+
+def _describe_timeout_now(step: Step, before: State, after: State) -> str:
+    return f"leader {step.server} tells its caught-up target to stand" + _told_sent(
+        timeout_now_sent(before, step.server)
+    )
+
+
+def _describe_abandon_transfer(step: Step, before: State, after: State) -> str:
+    return f"leader {step.server} abandons its transfer (an election timeout passed)"
+
+
+def _expand_read_index(
+    state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+    steps: list[Step] | None,
+) -> None:  # fmt: skip
+    # §6.4: a read arrives (at most max_reads in a run).
+    started = sum(len(s.ext.reads) + len(s.ext.served) for s in state.servers)
+    if started >= bounds.max_reads:
+        return
+    t = read_index(state, i)
+    if t is not None:
+        then: tuple[str, ...] = ()
+        if not bounds.fine_grained:
+            t, then = settle(t, i, mutant=mutant)
+        add(t)
+        if steps is not None:
+            steps.append(Step("read_index", i, then=then))
+
+
+def _describe_read_index(step: Step, before: State, after: State) -> str:
+    return f"leader {step.server} takes a read (ReadIndex): a confirmation round begins"
+
+
+def _describe_ack_read(step: Step, before: State, after: State) -> str:
+    return (
+        f"server {step.peer}, in leader {step.server}'s term, answers a message of the read's round"
+    )
+
+
+def _expand_serve_read(
+    state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
+    steps: list[Step] | None,
+) -> None:  # fmt: skip
+    t = serve_read(state, i, mutant=mutant)
+    if t is not None:
+        add(t)
+        if steps is not None:
+            steps.append(Step("serve_read", i))
+
+
+def _describe_serve_read(step: Step, before: State, after: State) -> str:
+    s = after.servers[step.server]
+    return f"leader {step.server} serves its confirmed reads at commit_index {s.commit_index}"
+
+
+def _told_serve_read(after: State, i: int, count: int) -> str:
+    return f", serves its reads at commit_index {after.servers[i].commit_index}"
+
+
 # ----------------------------------------------------------------- the registry
 
 
@@ -586,8 +795,35 @@ def _restarts(bounds: Bounds) -> bool:
 
 
 _LEADER: Final = frozenset({LEADER})
-_NOT_LEADER: Final = frozenset({FOLLOWER, CANDIDATE})
+_NOT_LEADER: Final = frozenset({FOLLOWER, CANDIDATE, PRE_CANDIDATE})
 _CANDIDATE: Final = frozenset({CANDIDATE})
+_PRE_CANDIDATE: Final = frozenset({PRE_CANDIDATE})
+_FOLLOWER: Final = frozenset({FOLLOWER})
+
+
+def _pre_vote(bounds: Bounds) -> bool:
+    return bounds.pre_vote
+
+
+def _check_quorum(bounds: Bounds) -> bool:
+    return bounds.check_quorum
+
+
+def _transfer(bounds: Bounds) -> bool:
+    return bounds.transfer
+
+
+def _read_index(bounds: Bounds) -> bool:
+    return bounds.read_index
+
+
+def _fine_pre_vote(bounds: Bounds) -> bool:
+    return bounds.fine_grained and bounds.pre_vote
+
+
+def _fine_read_index(bounds: Bounds) -> bool:
+    return bounds.fine_grained and bounds.read_index
+
 
 ACTIONS: Final[dict[str, Action]] = {
     a.name: a
@@ -688,6 +924,88 @@ ACTIONS: Final[dict[str, Action]] = {
             on_server=_expand_restart,
             explored=_restarts,
         ),
+        # The extensions (thesis §9.6, §4.2.3, §6.2, §3.10, §6.4).
+        Action(
+            "pre_vote",
+            lambda state, step, mutant: pre_vote(state, step.server, step.peer),
+            _describe_pre_vote,
+            on_server=_expand_pre_vote,
+            roles=_PRE_CANDIDATE,
+        ),
+        Action(
+            "become_candidate",
+            lambda state, step, mutant: become_candidate(state, step.server),
+            _describe_become_candidate,
+            on_server=_expand_local("become_candidate", become_candidate),
+            roles=_PRE_CANDIDATE,
+            explored=_fine_pre_vote,
+            told_after=_told_become_candidate,
+        ),
+        Action(
+            "expire_lease",
+            lambda state, step, mutant: expire_lease(state, step.server),
+            _describe_expire_lease,
+            on_server=_expand_local("expire_lease", expire_lease),
+            roles=_FOLLOWER,
+            explored=_pre_vote,
+        ),
+        Action(
+            "check_quorum",
+            lambda state, step, mutant: check_quorum(state, step.server),
+            _describe_check_quorum,
+            on_server=_expand_local("check_quorum", check_quorum),
+            roles=_LEADER,
+            explored=_check_quorum,
+        ),
+        Action(
+            "transfer_leadership",
+            lambda state, step, mutant: transfer_leadership(state, step.server, step.peer),
+            _describe_transfer_leadership,
+            on_server=_expand_transfer_leadership,
+            roles=_LEADER,
+            explored=_transfer,
+        ),
+        Action(
+            "timeout_now",
+            lambda state, step, mutant: timeout_now(state, step.server),
+            _describe_timeout_now,
+            on_server=_expand_timeout_now,
+            roles=_LEADER,
+            explored=_transfer,
+        ),
+        Action(
+            "abandon_transfer",
+            lambda state, step, mutant: abandon_transfer(state, step.server),
+            _describe_abandon_transfer,
+            on_server=_expand_local("abandon_transfer", abandon_transfer),
+            roles=_LEADER,
+            explored=_transfer,
+        ),
+        Action(
+            "read_index",
+            lambda state, step, mutant: read_index(state, step.server),
+            _describe_read_index,
+            on_server=_expand_read_index,
+            roles=_LEADER,
+            explored=_read_index,
+        ),
+        Action(
+            "ack_read",
+            lambda state, step, mutant: ack_read(state, step.server, step.peer),
+            _describe_ack_read,
+            on_server=_expand_to_peers("ack_read", ack_read, settle_after=True),
+            roles=_LEADER,
+            explored=_read_index,
+        ),
+        Action(
+            "serve_read",
+            lambda state, step, mutant: serve_read(state, step.server, mutant=mutant),
+            _describe_serve_read,
+            on_server=_expand_serve_read,
+            roles=_LEADER,
+            explored=_fine_read_index,
+            told_after=_told_serve_read,
+        ),
         # Per in-flight message.
         Action("receive", _take_receive, _describe_receive, on_message=_expand_receive),
         Action(
@@ -749,7 +1067,7 @@ def _plan(bounds: Bounds) -> _Plan:
         explored = [a for a in ACTIONS.values() if a.explored(bounds)]
         by_role = tuple(
             tuple(a.on_server for a in explored if a.on_server is not None and role in a.roles)
-            for role in (FOLLOWER, CANDIDATE, LEADER)
+            for role in (FOLLOWER, CANDIDATE, LEADER, PRE_CANDIDATE)  # indexed by role
         )
         per_message = tuple(a.on_message for a in explored if a.on_message is not None)
         plan = _plans[bounds] = _Plan(bounds, by_role, per_message)

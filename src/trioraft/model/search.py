@@ -27,22 +27,34 @@ from .actions import (
     advance_commit_index,
     apply,
     apply_snapshot,
+    become_candidate,
     become_leader,
     commit_index_limit,
 )
+from .extensions import servable, serve_read
 from .state import (
     APPEND_ENTRIES_REQUEST,
     APPEND_ENTRIES_RESPONSE,
     CANDIDATE,
+    CHECK_QUORUM,
     INSTALL_SNAPSHOT_REQUEST,
     INSTALL_SNAPSHOT_RESPONSE,
     LEADER,
     NOBODY,
+    PRE_CANDIDATE,
+    PRE_VOTE,
+    PRE_VOTE_REQUEST,
+    PRE_VOTE_RESPONSE,
+    READ_INDEX,
     REQUEST_VOTE_REQUEST,
     REQUEST_VOTE_RESPONSE,
+    TIMEOUT_NOW_REQUEST,
+    TIMEOUT_NOW_RESPONSE,
+    TRANSFER,
     AppendEntriesResponse,
     InstallSnapshotResponse,
     Message,
+    PreVoteResponse,
     RequestVoteRequest,
     RequestVoteResponse,
     Server,
@@ -102,15 +114,21 @@ def tidy_network(state: State, changed: int = -1) -> State:
         d = servers[m.dest]
         term = d.current_term
         new: Message | None = m
-        if kind in (REQUEST_VOTE_REQUEST, APPEND_ENTRIES_REQUEST, INSTALL_SNAPSHOT_REQUEST):
-            if m.term < term and (m.term or kind != REQUEST_VOTE_REQUEST):
-                new = _new(RequestVoteRequest, (REQUEST_VOTE_REQUEST, 0, m.source, m.dest, 0, 0))
+        if kind in _REQUESTS:
+            # (a PreVote's term is the one asked about: refused unless above the receiver's)
+            stale = m.term <= term if kind == PRE_VOTE_REQUEST else m.term < term
+            if stale and (m.term or kind != REQUEST_VOTE_REQUEST):
+                new = _new(
+                    RequestVoteRequest, (REQUEST_VOTE_REQUEST, 0, m.source, m.dest, 0, 0, False)
+                )
+        elif kind == PRE_VOTE_RESPONSE:
+            new = _tidy_pre_vote_response(m, d)  # type: ignore[arg-type]
         elif m.term > term:
-            if kind in (APPEND_ENTRIES_RESPONSE, INSTALL_SNAPSHOT_RESPONSE):
+            if kind in (APPEND_ENTRIES_RESPONSE, INSTALL_SNAPSHOT_RESPONSE, TIMEOUT_NOW_RESPONSE):
                 new = _new(
                     RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m.term, m.source, m.dest, False)
                 )
-        elif m.term < term:
+        elif m.term < term or kind == TIMEOUT_NOW_RESPONSE:
             new = None
         elif isinstance(m, RequestVoteResponse):
             if not m.vote_granted or d.role != CANDIDATE or d.votes_granted >> m.source & 1:
@@ -140,6 +158,28 @@ def tidy_network(state: State, changed: int = -1) -> State:
     return _new(State, (servers, tuple(kept), state.committed, state.restarts))
 
 
+_REQUESTS = frozenset(
+    {
+        REQUEST_VOTE_REQUEST,
+        APPEND_ENTRIES_REQUEST,
+        INSTALL_SNAPSHOT_REQUEST,
+        PRE_VOTE_REQUEST,
+        TIMEOUT_NOW_REQUEST,
+    }
+)
+
+
+def _tidy_pre_vote_response(m: PreVoteResponse, d: Server) -> Message | None:
+    """A grant counts only while its receiver's term is one below it (a pre-candidate
+    may ask again at the same term, so a counted grant is kept); a refusal only
+    carries a term, which matters only if newer (then as a refused vote)."""
+    if m.vote_granted:
+        return m if m.term == d.current_term + 1 else None
+    if m.term > d.current_term:
+        return _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m.term, m.source, m.dest, False))
+    return None
+
+
 def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, tuple[str, ...]]:
     """Server ``i``'s local follow-ups, taken at once as the implementation does:
     BecomeLeader when a candidate holds a majority of votes, AdvanceCommitIndex when
@@ -148,6 +188,10 @@ def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, t
     names of the actions taken (in order)."""
     taken: list[str] = []
     s = state.servers[i]
+    if s.role == PRE_CANDIDATE and 2 * s.votes_granted.bit_count() > len(state.servers):
+        state = become_candidate(state, i) or state
+        taken.append("become_candidate")
+        s = state.servers[i]
     if s.role == CANDIDATE and 2 * s.votes_granted.bit_count() > len(state.servers):
         state = become_leader(state, i) or state
         taken.append("become_leader")
@@ -171,6 +215,11 @@ def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, t
         state = t
         taken.append("apply")
         s = state.servers[i]
+    if s.ext.reads and servable(state, i, mutant=mutant):
+        t = serve_read(state, i, mutant=mutant)
+        if t is not None:
+            state = t
+            taken.append("serve_read")
     return state, tuple(taken)
 
 
@@ -191,6 +240,22 @@ class Bounds(NamedTuple):
     snapshots: bool = False
     """True: servers may take snapshots of what they applied, and leaders send
     InstallSnapshot to followers that need compacted entries (Figure 13)."""
+    pre_vote: bool = False  # Pre-Vote and vote withholding (thesis §9.6, §4.2.3)
+    check_quorum: bool = False  # CheckQuorum (§6.2)
+    transfer: bool = False  # leadership transfer (§3.10)
+    read_index: bool = False  # ReadIndex (§6.4)
+    max_reads: int = 1  # ReadIndex: reads started in a whole behaviour
+    max_transfers: int = 1  # leadership transfers started in a whole behaviour
+
+    @property
+    def options(self) -> int:
+        """The extensions every server runs, as ``state.Ext.options`` bits."""
+        return (
+            PRE_VOTE * self.pre_vote
+            | CHECK_QUORUM * self.check_quorum
+            | TRANSFER * self.transfer
+            | READ_INDEX * self.read_index
+        )
 
 
 class Step(NamedTuple):
