@@ -22,8 +22,8 @@ import subprocess
 import sys
 from typing import Any
 
-from trioraft.model.actions import Bounds
 from trioraft.model.checker import CheckResult, check
+from trioraft.model.search import Bounds
 
 
 def run_once(bounds: Bounds, symmetry: bool) -> CheckResult:

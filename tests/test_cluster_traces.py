@@ -846,7 +846,8 @@ def test_a_log_read_back_after_kill_9_entry_by_entry() -> None:
     further than a later persist cut it (storage makes a truncation durable
     before it writes over it)."""
     from trioraft.model import INVARIANTS, Entry
-    from trioraft.model.validator import _Broken, _Durable, _Replay
+    from trioraft.model.replay_durability import Durable as _Durable
+    from trioraft.model.validator import _Broken, _Replay
 
     a, b, c, x, y, z = (Entry(1, "a"), Entry(1, "b"), Entry(1, "c"),
                         Entry(2, "x"), Entry(2, "y"), Entry(2, "z"))  # fmt: skip

@@ -20,11 +20,12 @@ import pytest
 
 from trioraft.cli import main
 from trioraft.model import actions as a
-from trioraft.model.actions import Bounds, Step, apply_step, settle, successors, tidy_network
 from trioraft.model.check_cli import add_arguments, command_line, found_with, resolve, run
 from trioraft.model.checker import MAX_MEMORY, MAX_STATES, Fingerprinter, check, resident_memory
 from trioraft.model.invariants import INVARIANTS, INVARIANTS_BY_NAME, Invariant, violations
 from trioraft.model.mutants import MUTANT_BY_NAME, MUTANTS, NEEDS_SNAPSHOTS, MutantBounds
+from trioraft.model.registry import apply_step, successors
+from trioraft.model.search import Bounds, Step, settle, tidy_network
 from trioraft.model.state import (
     LEADER,
     AppendEntriesRequest,
@@ -48,6 +49,10 @@ CAUGHT = {
     "leader-overwrites-log": 13,
     "follower-commits-past-new-entries": 15,
     "install-snapshot-discards-log": 19,
+    "pre-vote-persists-term": 3,
+    "vote-despite-lease": 13,
+    "read-without-round": 19,
+    "transfer-accepts-requests": 7,
 }
 
 # Mutants whose own bounds make spaces of seconds, not tenths: the correct model is
@@ -369,6 +374,14 @@ def _checking_line(bounds: Bounds, symmetry: bool) -> str:
             f"max restarts {bounds.max_restarts}",
             f"values {bounds.values}",
             *[name.replace("_", "-") for name in switches],
+            *(["Pre-Vote"] if bounds.pre_vote else []),
+            *(["CheckQuorum"] if bounds.check_quorum else []),
+            *(
+                [f"leadership transfer (at most {bounds.max_transfers})"]
+                if bounds.transfer
+                else []
+            ),
+            *([f"ReadIndex (at most {bounds.max_reads} reads)"] if bounds.read_index else []),
             *(["symmetry"] if symmetry else []),
         ]
     )

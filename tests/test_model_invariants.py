@@ -6,20 +6,21 @@ from __future__ import annotations
 import pytest
 
 from trioraft.model import invariants as inv
-from trioraft.model.actions import Bounds, successors
 from trioraft.model.invariants import INVARIANTS, INVARIANTS_BY_NAME, first_violation, violations
+from trioraft.model.registry import successors
+from trioraft.model.search import Bounds
 from trioraft.model.state import (
     CANDIDATE,
     LEADER,
     NOBODY,
-    AppendEntriesRequest,
     Committed,
     Entry,
     Message,
-    RequestVoteRequest,
     Server,
     State,
+    append_entries_request,
     initial_state,
+    request_vote_request,
 )
 
 E1 = Entry(1, 1)
@@ -167,7 +168,12 @@ BAD: list[tuple[str, State, str]] = [
     (
         "MessageTermAtMostSender",
         cluster(
-            follower(1), follower(1), follower(1), network=(RequestVoteRequest(0, 2, 0, 1, 0, 0),)
+            follower(1),
+            follower(1),
+            follower(1),
+            network=(
+                request_vote_request(term=2, source=0, dest=1, last_log_term=0, last_log_index=0),
+            ),
         ),
         "a message from server 0 carries term 2 > its term 1",
     ),
@@ -227,8 +233,10 @@ def test_invariants_report_roles_by_name() -> None:
 
 
 def test_message_invariant_accepts_stale_probes() -> None:
-    probe = RequestVoteRequest(0, 0, 0, 1, 0, 0)
-    heartbeat = AppendEntriesRequest(2, 1, 0, 1, 0, 0, (), 0)
+    probe = request_vote_request(term=0, source=0, dest=1, last_log_term=0, last_log_index=0)
+    heartbeat = append_entries_request(
+        term=1, source=0, dest=1, prev_log_index=0, prev_log_term=0, entries=(), leader_commit=0
+    )
     state = cluster(follower(1), follower(2), follower(2), network=(probe, heartbeat))
     assert inv.message_term_at_most_sender(state) is None
 

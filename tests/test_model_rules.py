@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from trioraft.model import actions as a
+from trioraft.model.registry import ACTIONS, apply_step
+from trioraft.model.search import Step
 from trioraft.model.state import (
     CANDIDATE,
     FOLLOWER,
@@ -22,8 +26,13 @@ from trioraft.model.state import (
     RequestVoteRequest,
     RequestVoteResponse,
     State,
+    append_entries_request,
+    append_entries_response,
     initial_state,
+    request_vote_request,
+    request_vote_response,
 )
+from trioraft.model.story import describe
 
 
 def changed(state: State, i: int, **fields: Any) -> State:
@@ -51,13 +60,23 @@ def log(*terms: int) -> tuple[Entry, ...]:
 
 
 def vote_request(term: int, candidate: int, voter: int, last_term: int, last_index: int) -> Any:
-    return RequestVoteRequest(0, term, candidate, voter, last_term, last_index)
+    return request_vote_request(
+        term=term, source=candidate, dest=voter, last_log_term=last_term, last_log_index=last_index
+    )
 
 
 def append(
     term: int, prev: int, prev_term: int, entries: tuple[Entry, ...], commit: int = 0
 ) -> Any:
-    return AppendEntriesRequest(2, term, 0, 1, prev, prev_term, entries, commit)
+    return append_entries_request(
+        term=term,
+        source=0,
+        dest=1,
+        prev_log_index=prev,
+        prev_log_term=prev_term,
+        entries=entries,
+        leader_commit=commit,
+    )
 
 
 # ------------------------------------------------------------------ elections
@@ -119,17 +138,17 @@ def test_a_majority_of_votes_and_only_a_majority_makes_a_leader() -> None:
     state = step(a.timeout(initial_state(5), 0))
     for voter, expect_leader in [(1, False), (2, True)]:
         assert (a.become_leader(state, 0) is not None) is False
-        reply = RequestVoteResponse(1, 1, voter, 0, True)
+        reply = request_vote_response(term=1, source=voter, dest=0, vote_granted=True)
         state = step(a.handle_request_vote_response(sent(state, reply), reply))
         assert (a.become_leader(state, 0) is not None) is expect_leader
-    refused = RequestVoteResponse(1, 1, 3, 0, False)
+    refused = request_vote_response(term=1, source=3, dest=0, vote_granted=False)
     counted = step(a.handle_request_vote_response(sent(state, refused), refused))
     assert counted.servers[0].votes_granted == state.servers[0].votes_granted
 
 
 def test_a_vote_from_an_old_term_is_not_counted() -> None:
     state = step(a.timeout(step(a.timeout(initial_state(3), 0)), 0))  # term 2
-    late = RequestVoteResponse(1, 1, 1, 0, True)
+    late = request_vote_response(term=1, source=1, dest=0, vote_granted=True)
     after = step(a.handle_request_vote_response(sent(state, late), late))
     assert after.servers[0].votes_granted == 0b001 and a.become_leader(after, 0) is None
 
@@ -149,7 +168,9 @@ def test_a_higher_term_in_any_reply_makes_a_leader_a_follower() -> None:
     # currentTerm = T, convert to follower".
     leader = changed(initial_state(3), 0, role=LEADER, current_term=2, voted_for=0,
                      next_index=(1, 1, 1), match_index=(0, 0, 0))  # fmt: skip
-    reply = AppendEntriesResponse(3, 4, 1, 0, False, 0, 0)
+    reply = append_entries_response(
+        term=4, source=1, dest=0, success=False, match_index=0, prev_log_index=0
+    )
     s = step(a.handle_append_entries_response(sent(leader, reply), reply)).servers[0]
     assert (s.role, s.current_term, s.voted_for) == (FOLLOWER, 4, NOBODY)
 
@@ -225,11 +246,15 @@ def test_a_leader_commits_only_its_own_terms_entries_by_counting() -> None:
 
 def test_a_success_raises_match_index_and_never_lowers_it() -> None:
     leader = leader_of(2, (2, 2, 2), (0, 0, 0))
-    reply = AppendEntriesResponse(3, 2, 1, 0, True, 3, 0)
+    reply = append_entries_response(
+        term=2, source=1, dest=0, success=True, match_index=3, prev_log_index=0
+    )
     after = step(a.handle_append_entries_response(sent(leader, reply), reply))
     s = after.servers[0]
     assert s.match_index[1] == 3 and s.next_index[1] == 4
-    late = AppendEntriesResponse(3, 2, 1, 0, True, 1, 0)  # an older request's reply
+    late = append_entries_response(
+        term=2, source=1, dest=0, success=True, match_index=1, prev_log_index=0
+    )  # an older request's reply
     s = step(a.handle_append_entries_response(sent(after, late), late)).servers[0]
     assert s.match_index[1] == 3 and s.next_index[1] == 4
 
@@ -238,7 +263,9 @@ def test_a_rejection_moves_next_index_back_but_not_below_match() -> None:
     # "If AppendEntries fails because of log inconsistency: decrement nextIndex and retry".
     leader = leader_of(2, (1, 1, 2, 2), (0, 1, 0))._replace()
     leader = changed(leader, 0, next_index=(5, 5, 5))
-    reply = AppendEntriesResponse(3, 2, 1, 0, False, 0, 4)
+    reply = append_entries_response(
+        term=2, source=1, dest=0, success=False, match_index=0, prev_log_index=4
+    )
     assert a.next_index_choices(sent(leader, reply), reply) == (2, 3, 4)
     s = step(a.handle_append_entries_response(sent(leader, reply), reply)).servers[0]
     assert s.next_index[1] == 4  # Figure 2's own choice: prevLogIndex
@@ -252,3 +279,143 @@ def test_a_leader_sends_from_next_index_with_its_prev_term_and_commit() -> None:
         1, 1, log(1, 2, 2)[1:3], 1)  # fmt: skip
     assert a.append_entries(leader, 0, 1, 3) is None  # past the end of its log
     assert a.append_entries(changed(leader, 0, role=FOLLOWER), 0, 1, 0) is None
+
+
+# ------------------------------------------------------------------ one test per registry entry
+#
+# Each action of the registry (trioraft.model.registry.ACTIONS) is enabled in one
+# scripted state and not in another, as its Figure 2 rule says; replaying its
+# Step through the registry (apply_step) must be the rule itself.  A new action
+# without a line in ENABLING fails test_every_registry_entry_has_an_enabling_case.
+
+
+def candidate_of(term: int, n: int = 3, votes: int = 0b001) -> State:
+    return changed(initial_state(n), 0, role=CANDIDATE, current_term=term, voted_for=0,
+                   votes_granted=votes)  # fmt: skip
+
+
+def with_snapshot(state: State, i: int, index: int) -> State:
+    return changed(state, i, snapshot_index=index)
+
+
+HEARTBEAT = append_entries_request(
+    term=2, source=0, dest=1, prev_log_index=0, prev_log_term=0, entries=(), leader_commit=0
+)
+
+
+def _enabling() -> dict[str, tuple[str, State, State, Step]]:
+    """name -> (the Figure 2 rule, a state where it is enabled, one where it is not,
+    the Step)."""
+    leader = leader_of(2, (2,), (0, 0, 0))
+    applied_up_to_1 = changed(leader_of(2, (2, 2), (0, 2, 0)), 0, commit_index=1)
+    snapshotted = changed(applied_up_to_1, 0, last_applied=1)
+    lagging = changed(with_snapshot(snapshotted, 0, 1), 0, next_index=(3, 1, 3))
+    installed = changed(initial_state(3), 1, log=log(2), commit_index=1, snapshot_index=1)
+    return {
+        "timeout": (
+            "Followers: if election timeout elapses ... convert to candidate",
+            initial_state(3), leader, Step("timeout", 0)),
+        "request_vote": (
+            "Candidates: send RequestVote RPCs to all other servers",
+            candidate_of(1), candidate_of(1, votes=0b011), Step("request_vote", 0, 1)),
+        "become_leader": (
+            "Candidates: if votes received from majority of servers: become leader",
+            candidate_of(1, votes=0b011), candidate_of(1), Step("become_leader", 0)),
+        "client_request": (
+            "Leaders: if command received from client: append entry to local log",
+            leader, initial_state(3), Step("client_request", 0, value=1)),
+        "append_entries": (
+            "Leaders: send AppendEntries RPC with log entries starting at nextIndex",
+            leader, changed(leader, 0, role=FOLLOWER), Step("append_entries", 0, 1, 1)),
+        "advance_commit_index": (
+            "Leaders: if there exists an N > commitIndex such that a majority of "
+            "matchIndex[i] >= N, and log[N].term == currentTerm: set commitIndex = N",
+            leader_of(2, (2,), (0, 1, 0)), leader, Step("advance_commit_index", 0)),
+        "apply": (
+            "All Servers: if commitIndex > lastApplied: increment lastApplied, apply "
+            "log[lastApplied] to state machine",
+            applied_up_to_1, leader, Step("apply", 0)),
+        "restart": (
+            "persistent state ... updated on stable storage before responding to RPCs",
+            leader, leader, Step("restart", 0)),
+        "take_snapshot": (
+            "§7: each server takes snapshots independently, covering committed entries",
+            snapshotted, applied_up_to_1, Step("take_snapshot", 0, snapshot_index=1)),
+        "install_snapshot": (
+            "Leaders (Figure 13): send InstallSnapshot when nextIndex is inside the snapshot",
+            lagging, with_snapshot(snapshotted, 0, 1), Step("install_snapshot", 0, 1)),
+        "install_snapshot_chunk": (
+            "Figure 13: a snapshot is sent in chunks; a chunk that does not complete it",
+            lagging, with_snapshot(snapshotted, 0, 1), Step("install_snapshot_chunk", 0, 1)),
+        "apply_snapshot": (
+            "Figure 13 receiver 8: reset state machine using snapshot contents",
+            installed, initial_state(3), Step("apply_snapshot", 1)),
+        "receive": (
+            "AppendEntries RPC: invoked by leader to replicate log entries",
+            sent(follower_with(term=2), HEARTBEAT), follower_with(term=2),
+            Step("receive", 1, message=HEARTBEAT)),
+        "drop_message": (
+            "the network may lose a message",
+            sent(initial_state(3), HEARTBEAT), initial_state(3),
+            Step("drop_message", message=HEARTBEAT)),
+        "duplicate_message": (
+            "the network may deliver a message twice",
+            sent(initial_state(3), HEARTBEAT), initial_state(3),
+            Step("duplicate_message", message=HEARTBEAT)),
+    }  # fmt: skip
+
+
+def test_every_registry_entry_has_an_enabling_case() -> None:
+    assert set(_enabling()) == set(ACTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIONS))
+def test_each_registry_entry_is_enabled_only_where_its_rule_says(name: str) -> None:
+    rule, enabled, disabled, the_step = _enabling()[name]
+    after = apply_step(enabled, the_step)
+    assert after is not None and after != enabled, f"{name} not enabled: {rule}"
+    if name == "restart":
+        # A restart is always enabled (a crash can happen any time); what it keeps
+        # is persistent state only: the leader comes back a follower of its term.
+        s = after.servers[0]
+        assert (s.role, s.current_term, s.voted_for, s.log) == (FOLLOWER, 2, 0, log(2))
+        assert (s.next_index, s.match_index, s.commit_index) == ((), (), 0)
+    else:
+        assert apply_step(disabled, the_step) is None, f"{name} enabled against: {rule}"
+    # The registry also tells the step (the counterexample's story).
+    assert describe(the_step, enabled, after)
+
+
+def test_apply_never_applies_an_entry_inside_the_snapshot() -> None:
+    # Figure 13: a server applies its snapshot's entries only by installing it.
+    state = changed(leader_of(2, (2, 2), (0, 2, 0)), 0, commit_index=2, snapshot_index=1)
+    assert a.apply(state, 0) is None
+    assert step(a.apply_snapshot(state, 0, 1)).servers[0].last_applied == 1
+
+
+def test_request_vote_is_sent_only_to_another_server_by_a_candidate() -> None:
+    # Candidates: "send RequestVote RPCs to all other servers".
+    assert a.request_vote(candidate_of(1), 0, 0) is None  # not to itself
+    assert a.request_vote(candidate_of(1), 0, 3) is None  # not outside the cluster
+    assert a.request_vote(changed(candidate_of(1), 0, role=FOLLOWER), 0, 1) is None
+    m = only(step(a.request_vote(changed(candidate_of(1), 0, log=log(1, 1)), 0, 2)),
+             RequestVoteRequest)  # fmt: skip
+    assert (m.term, m.source, m.dest, m.last_log_term, m.last_log_index) == (1, 0, 2, 1, 2)
+
+
+def test_actions_that_send_return_the_message_they_put_in_flight() -> None:
+    # What the validator relies on instead of diffing network bags.
+    before = sent(candidate_of(1), vote_request(1, 0, 1, 0, 0))
+    state, m = a.request_vote_sent(before, 0, 2) or (None, None)
+    assert state is not None and m is not None
+    assert state.network.count(m) == before.network.count(m) + 1
+    request = vote_request(1, 0, 1, 0, 0)
+    handled = a.handle_request_vote_sent(before, request)
+    assert handled is not None
+    after, reply = handled
+    assert isinstance(reply, RequestVoteResponse) and reply in after.network
+    assert request not in after.network and reply.vote_granted
+    leader = leader_of(2, (2,), (0, 0, 0))
+    sent_entries = a.append_entries_sent(leader, 0, 1, 1)
+    assert sent_entries is not None and sent_entries[1].entries == log(2)
+    assert a.append_entries(leader, 0, 1, 1) == sent_entries[0]

@@ -9,11 +9,12 @@ from itertools import pairwise
 import pytest
 
 from trioraft.model import actions as a
-from trioraft.model.actions import Bounds, Step, apply_step, settle, successors, tidy_network
 from trioraft.model.check_cli import add_arguments, found_with, resolve, run
 from trioraft.model.checker import check
 from trioraft.model.invariants import INVARIANTS, Invariant, violations
 from trioraft.model.mutants import MUTANT_BY_NAME
+from trioraft.model.registry import apply_step, successors
+from trioraft.model.search import Bounds, Step, settle, tidy_network
 from trioraft.model.state import (
     CANDIDATE,
     FOLLOWER,
@@ -27,8 +28,11 @@ from trioraft.model.state import (
     RequestVoteRequest,
     RequestVoteResponse,
     State,
+    append_entries_request,
+    append_entries_response,
     format_message,
     initial_state,
+    install_snapshot_request,
 )
 from trioraft.model.story import format_trace
 
@@ -135,7 +139,9 @@ def test_install_snapshot_replaces_a_conflicting_log() -> None:
     log is discarded, entries after it included (rule 6 would keep those)."""
     state = snapshot_race()
     data = (Entry(1, 1), Entry(2, 5))
-    m = InstallSnapshotRequest(4, 2, 0, 2, 2, 2, data)
+    m = install_snapshot_request(
+        term=2, source=0, dest=2, last_included_index=2, last_included_term=2, data=data
+    )
     follower = state.servers[2]._replace(log=(Entry(1, 1), Entry(1, 2), Entry(1, 3)))
     state = state._replace(servers=(*state.servers[:2], follower), network=(m,))
     after = _step(a.handle_install_snapshot(state, m))
@@ -217,11 +223,24 @@ def test_append_entries_inside_the_follower_snapshot_is_skipped() -> None:
     state = _step(a.take_snapshot(state, 1, 1))
     follower = state.servers[1]
     # A stale, duplicate AppendEntries from index 0 with one entry: inside the snapshot.
-    inside = AppendEntriesRequest(2, 1, 0, 1, 0, 0, follower.log[:1], 0)
+    inside = append_entries_request(
+        term=1,
+        source=0,
+        dest=1,
+        prev_log_index=0,
+        prev_log_term=0,
+        entries=follower.log[:1],
+        leader_commit=0,
+    )
     net = tuple(sorted((*state.network, inside)))
     after = _step(a.handle_append_entries(state._replace(network=net), inside))
     assert after.servers[1] == follower
-    assert AppendEntriesResponse(3, 1, 1, 0, True, 1, 0) in after.network
+    assert (
+        append_entries_response(
+            term=1, source=1, dest=0, success=True, match_index=1, prev_log_index=0
+        )
+        in after.network
+    )
 
 
 def test_restart_restores_the_snapshot() -> None:

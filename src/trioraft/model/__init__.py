@@ -7,13 +7,10 @@ event that drives it, the invariants, the checker's bounds.
 """
 
 from .actions import (
-    Bounds,
-    Step,
     advance_commit_index,
     append_entries,
     apply,
     apply_snapshot,
-    apply_step,
     become_leader,
     client_request,
     drop_message,
@@ -30,14 +27,14 @@ from .actions import (
     receive,
     request_vote,
     restart,
-    settle,
-    successors,
     take_snapshot,
     timeout,
 )
 from .checker import CheckResult, Progress, check
 from .invariants import INVARIANTS, INVARIANTS_BY_NAME, Invariant, first_violation, violations
 from .mutants import MUTANTS
+from .registry import ACTIONS, Action, apply_step, successors
+from .search import Bounds, Step, settle
 from .state import (
     CANDIDATE,
     FOLLOWER,
@@ -59,6 +56,7 @@ from .story import describe, format_trace
 from .validator import Result, TraceError, Validator, Violation, validate
 
 __all__ = [
+    "ACTIONS",
     "CANDIDATE",
     "FOLLOWER",
     "INVARIANTS",
@@ -66,6 +64,7 @@ __all__ = [
     "LEADER",
     "MUTANTS",
     "NOBODY",
+    "Action",
     "AppendEntriesRequest",
     "AppendEntriesResponse",
     "Bounds",

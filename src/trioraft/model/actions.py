@@ -10,8 +10,8 @@ every enabled action) and the trace validator (which replays one recorded
 event at a time) share one definition of Raft.
 
 - Actions check Raft's own enabling conditions only.  The checker's bounds
-  (max_term, max_log, max_msgs, max_restarts) are applied by
-  :func:`successors`, never here: a trace may go beyond them.
+  (max_term, max_log, max_msgs, max_restarts) are applied by the search
+  (:mod:`.search`), never here: a trace may go beyond them.
 - Receiving a message consumes it; a request is replaced by its response in
   the same step (the network's size is unchanged).  Sending adds a message to
   the bag; the network may also drop or duplicate any message.
@@ -32,7 +32,7 @@ event at a time) share one definition of Raft.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from typing import NamedTuple
+from typing import TypeAlias, TypeVar
 
 from .mutants import (
     APPEND_WITHOUT_PREV_CHECK,
@@ -41,6 +41,9 @@ from .mutants import (
     FORGET_VOTED_FOR_ON_RESTART,
     INSTALL_SNAPSHOT_DISCARDS_LOG,
     LEADER_OVERWRITES_LOG,
+    PRE_VOTE_PERSISTS_TERM,
+    TRANSFER_ACCEPTS_REQUESTS,
+    VOTE_DESPITE_LEASE,
     VOTE_WITHOUT_LOG_CHECK,
 )
 from .state import (
@@ -52,24 +55,46 @@ from .state import (
     INSTALL_SNAPSHOT_RESPONSE,
     LEADER,
     NOBODY,
+    PRE_CANDIDATE,
+    PRE_VOTE,
+    PRE_VOTE_REQUEST,
+    PRE_VOTE_RESPONSE,
     REQUEST_VOTE_REQUEST,
+    REQUEST_VOTE_RESPONSE,
+    TIMEOUT_NOW_RESPONSE,
     AppendEntriesRequest,
     AppendEntriesResponse,
     Applied,
     Committed,
     Entry,
+    Ext,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     Log,
     Message,
+    PreVoteRequest,
+    PreVoteResponse,
     RequestVoteRequest,
     RequestVoteResponse,
     Server,
     State,
+    TimeoutNowRequest,
+    TimeoutNowResponse,
     Value,
 )
 
 _new = tuple.__new__
+
+M = TypeVar("M", bound=Message)
+Sent: TypeAlias = tuple[State, M]
+"""What an action that sends returns: the next state and the message it put in flight
+(a request it sent, or the reply that replaced the request it handled), so its
+callers never have to find the message by comparing network bags."""
+
+
+def _state_of(sent: tuple[State, Message] | None) -> State | None:
+    """The next state of an action that sends (None when it is not enabled)."""
+    return None if sent is None else sent[0]
 
 
 # --------------------------------------------------------------------- helpers
@@ -132,8 +157,23 @@ def _observe_term(s: Server, term: int) -> Server:
             (),
             s.led_terms,
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
+
+
+def _ext_volatile_lost(ext: Ext) -> Ext:
+    """The extensions' volatile state reset (a new term, a new election, a new
+    leader, a restart): no lease, no transfer, no waiting reads (they fail)."""
+    if not (ext.lease or ext.campaign or ext.reads or ext.abandoned) and ext.transfer_to == NOBODY:
+        return ext
+    return ext._replace(lease=False, transfer_to=NOBODY, abandoned=False, campaign=False, reads=())
+
+
+def _withholds_vote(s: Server) -> bool:
+    """Thesis §4.2.3 (with Pre-Vote): a leader, or a follower within its lease, refuses
+    to help an election of a higher term (unless a transfer asks)."""
+    return bool(s.ext.options & PRE_VOTE) and (s.role == LEADER or s.ext.lease)
 
 
 def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
@@ -141,12 +181,19 @@ def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
     Candidates: "if AppendEntries RPC received from new leader: convert to
     follower"; its log, snapshot and commitIndex become the given ones.  ``s``
     itself when nothing changes."""
-    role = FOLLOWER if s.role == CANDIDATE else s.role
+    role = FOLLOWER if s.role in (CANDIDATE, PRE_CANDIDATE) else s.role
+    ext = s.ext
+    if ext.options:
+        if role != s.role:
+            ext = _ext_volatile_lost(ext)
+        if ext.options & PRE_VOTE and role == FOLLOWER and not ext.lease:
+            ext = ext._replace(lease=True)  # §4.2.3: it heard its leader just now
     if (
         role == s.role
         and log is s.log
         and commit == s.commit_index
         and snapshot == s.snapshot_index
+        and ext is s.ext
     ):
         return s
     return _new(
@@ -165,6 +212,7 @@ def _heard_leader(s: Server, log: Log, snapshot: int, commit: int) -> Server:
             _leader_log(s.leader_log, log) if role == LEADER else (),
             s.led_terms,
             s.applied,
+            ext,
         ),
     )
 
@@ -229,6 +277,7 @@ def _set_commit_index(
             s.leader_log,
             s.led_terms,
             s.applied,
+            s.ext,
         ),
     )
     return server, committed
@@ -248,18 +297,29 @@ def _log_up_to_date(s: Server, last_log_term: int, last_log_index: int) -> bool:
 
 def timeout(state: State, i: int) -> State | None:
     """Followers/Candidates: the election timeout elapses, so server ``i`` starts an
-    election: increments currentTerm, becomes candidate, votes for itself."""
+    election: increments currentTerm, becomes candidate, votes for itself.  With
+    Pre-Vote (thesis §9.6) it becomes a pre-candidate instead: its term and vote
+    unchanged, its own pre-vote counted.  Not within a lease (§4.2.3: the timer's
+    first part is the lease, :func:`~.extensions.expire_lease` ends it)."""
     s = state.servers[i]
-    if s.role == LEADER:
+    if s.role == LEADER or s.ext.lease:
         return None
-    server = _new(
+    if s.ext.options & PRE_VOTE:
+        return _with(state, i, _campaigner(s, PRE_CANDIDATE, s.current_term, s.voted_for, i))
+    return _with(state, i, _campaigner(s, CANDIDATE, s.current_term + 1, i, i))
+
+
+def _campaigner(s: Server, role: int, term: int, voted_for: int, i: int) -> Server:
+    """Server ``i`` (``s`` now) standing in an election or a pre-election: only its own
+    vote counted so far."""
+    return _new(
         Server,
         (
-            s.current_term + 1,
-            i,
+            term,
+            voted_for,
             s.log,
             s.snapshot_index,
-            CANDIDATE,
+            role,
             s.commit_index,
             s.last_applied,
             1 << i,
@@ -268,15 +328,21 @@ def timeout(state: State, i: int) -> State | None:
             (),
             s.led_terms,
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
+
+
+def _with(state: State, i: int, server: Server) -> State:
+    """``state`` with server ``i`` replaced."""
     return _new(
         State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
     )
 
 
-def request_vote(state: State, i: int, j: int) -> State | None:
-    """Candidates: send a RequestVote RPC to server ``j`` (one that has not granted)."""
+def request_vote_sent(state: State, i: int, j: int) -> Sent[RequestVoteRequest] | None:
+    """Candidates: send a RequestVote RPC to server ``j`` (one that has not granted).
+    The next state and the request it put in flight (:func:`request_vote`: the state)."""
     s = state.servers[i]
     if s.role != CANDIDATE or j == i or not 0 <= j < len(state.servers):
         return None
@@ -285,18 +351,45 @@ def request_vote(state: State, i: int, j: int) -> State | None:
     log = s.log
     m = _new(
         RequestVoteRequest,
-        (0, s.current_term, i, j, log[-1].term if log else 0, len(log)),
+        (
+            REQUEST_VOTE_REQUEST,
+            s.current_term,
+            i,
+            j,
+            log[-1].term if log else 0,
+            len(log),
+            s.ext.campaign,
+        ),
     )
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
 
 
-def handle_request_vote(
+def request_vote(state: State, i: int, j: int) -> State | None:
+    """:func:`request_vote_sent`'s next state."""
+    return _state_of(request_vote_sent(state, i, j))
+
+
+def handle_request_vote_sent(
     state: State, m: RequestVoteRequest, *, mutant: str | None = None
-) -> State | None:
+) -> Sent[RequestVoteResponse] | None:
     """RequestVote receiver: reply false if term < currentTerm; grant if votedFor is
-    null or candidateId and the candidate's log is at least as up-to-date."""
+    null or candidateId and the candidate's log is at least as up-to-date.  The next
+    state and the reply it put in flight (:func:`handle_request_vote`: the state)."""
     j = m.dest
-    s = _observe_term(state.servers[j], m.term)
+    s = state.servers[j]
+    in_lease = m.term > s.current_term and not m.transfer and _withholds_vote(s)
+    if in_lease and mutant != VOTE_DESPITE_LEASE:
+        # §4.2.3: it believes a leader is alive: neither update the term nor grant.
+        reply = _new(
+            RequestVoteResponse, (REQUEST_VOTE_RESPONSE, s.current_term, j, m.source, False)
+        )
+        network = _bag_replace(state.network, m, reply)
+        if network is None:
+            return None
+        return _new(State, (state.servers, network, state.committed, state.restarts)), reply
+    s = _observe_term(s, m.term)
     granted = False
     if (
         m.term == s.current_term
@@ -324,14 +417,25 @@ def handle_request_vote(
                     s.leader_log,
                     s.led_terms,
                     s.applied,
+                    s.ext,
                 ),
             )
-    reply = _new(RequestVoteResponse, (1, s.current_term, j, m.source, granted))
+    if granted and in_lease:
+        ext = s.ext
+        s = s._replace(ext=ext._replace(lease_votes=(*ext.lease_votes, m.term)))
+    reply = _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, s.current_term, j, m.source, granted))
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
     servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts)), reply
+
+
+def handle_request_vote(
+    state: State, m: RequestVoteRequest, *, mutant: str | None = None
+) -> State | None:
+    """:func:`handle_request_vote_sent`'s next state."""
+    return _state_of(handle_request_vote_sent(state, m, mutant=mutant))
 
 
 def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State | None:
@@ -358,6 +462,7 @@ def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State 
                 s.leader_log,
                 s.led_terms,
                 s.applied,
+                s.ext,
             ),
         )
     servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
@@ -388,11 +493,138 @@ def become_leader(state: State, i: int) -> State | None:
             log,
             (*s.led_terms, s.current_term),
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
     return _new(
         State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
     )
+
+
+# --------------------------------------------------------------------- Pre-Vote and transfer
+
+
+def pre_vote_sent(state: State, i: int, j: int) -> Sent[PreVoteRequest] | None:
+    """Pre-candidates (thesis §9.6): ask server ``j`` (one that has not granted) whether
+    it would vote at term + 1."""
+    s = state.servers[i]
+    if s.role != PRE_CANDIDATE or j == i or not 0 <= j < len(state.servers):
+        return None
+    if s.votes_granted >> j & 1:
+        return None
+    log = s.log
+    m = _new(
+        PreVoteRequest,
+        (PRE_VOTE_REQUEST, s.current_term + 1, i, j, log[-1].term if log else 0, len(log)),
+    )
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
+
+
+def pre_vote(state: State, i: int, j: int) -> State | None:
+    """:func:`pre_vote_sent`'s next state."""
+    return _state_of(pre_vote_sent(state, i, j))
+
+
+def handle_pre_vote_sent(
+    state: State, m: PreVoteRequest, *, mutant: str | None = None
+) -> Sent[PreVoteResponse] | None:
+    """PreVote receiver (§9.6, §4.2.3): grant iff the asked term is above its own, it
+    neither leads nor holds a lease, and the candidate's log is at least as
+    up-to-date (§5.4.1).  It changes nothing of its own state; the reply carries
+    the asked term when granted, its own when refused."""
+    j = m.dest
+    s = state.servers[j]
+    if mutant == PRE_VOTE_PERSISTS_TERM:
+        s = _observe_term(s, m.term)  # the bug: a pre-vote raises the voter's term
+    granted = (
+        m.term > s.current_term
+        and not _withholds_vote(s)
+        and _log_up_to_date(s, m.last_log_term, m.last_log_index)
+    )
+    reply = _new(
+        PreVoteResponse,
+        (PRE_VOTE_RESPONSE, m.term if granted else s.current_term, j, m.source, granted),
+    )
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
+    return _new(State, (servers, network, state.committed, state.restarts)), reply
+
+
+def handle_pre_vote(state: State, m: PreVoteRequest, *, mutant: str | None = None) -> State | None:
+    """:func:`handle_pre_vote_sent`'s next state."""
+    return _state_of(handle_pre_vote_sent(state, m, mutant=mutant))
+
+
+def handle_pre_vote_response(state: State, m: PreVoteResponse) -> State | None:
+    """Pre-candidates: a refusal of a higher term is a higher term (All Servers); a
+    grant for term + 1 counts."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    s = state.servers[i]
+    if not m.vote_granted:
+        s = _observe_term(s, m.term)
+    elif s.role == PRE_CANDIDATE and m.term == s.current_term + 1:
+        s = s._replace(votes_granted=s.votes_granted | 1 << m.source)
+    servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
+
+
+def become_candidate(state: State, i: int) -> State | None:
+    """Pre-candidates (§9.6): a majority would vote, so start the election: increment
+    currentTerm, become candidate, vote for self."""
+    s = state.servers[i]
+    if s.role != PRE_CANDIDATE or 2 * s.votes_granted.bit_count() <= len(state.servers):
+        return None
+    return _with(state, i, _stand(s, i, campaign=False))
+
+
+def _stand(s: Server, i: int, *, campaign: bool) -> Server:
+    """Server ``i`` stands for term + 1 (history: a term a majority pre-approved, or a
+    transfer's)."""
+    term = s.current_term + 1
+    server = _campaigner(s, CANDIDATE, term, i, i)
+    ext = server.ext
+    return server._replace(
+        ext=ext._replace(campaign=campaign, started_terms=(*ext.started_terms, term))
+    )
+
+
+def handle_timeout_now_sent(state: State, m: TimeoutNowRequest) -> Sent[TimeoutNowResponse] | None:
+    """TimeoutNow receiver (§3.10): acknowledge with its term; if the request is of its
+    term and it does not lead, start an election at once (no pre-vote), whose
+    RequestVotes say it is a transfer's."""
+    j = m.dest
+    s = _observe_term(state.servers[j], m.term)
+    reply = _new(TimeoutNowResponse, (TIMEOUT_NOW_RESPONSE, s.current_term, j, m.source))
+    if m.term == s.current_term and s.role != LEADER:
+        s = _stand(s, j, campaign=True)
+    network = _bag_replace(state.network, m, reply)
+    if network is None:
+        return None
+    servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
+    return _new(State, (servers, network, state.committed, state.restarts)), reply
+
+
+def handle_timeout_now(state: State, m: TimeoutNowRequest) -> State | None:
+    """:func:`handle_timeout_now_sent`'s next state."""
+    return _state_of(handle_timeout_now_sent(state, m))
+
+
+def handle_timeout_now_response(state: State, m: TimeoutNowResponse) -> State | None:
+    """A TimeoutNow's acknowledgement only carries a term (All Servers)."""
+    network = _bag_remove(state.network, m)
+    if network is None:
+        return None
+    i = m.dest
+    s = _observe_term(state.servers[i], m.term)
+    servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
+    return _new(State, (servers, network, state.committed, state.restarts))
 
 
 # --------------------------------------------------------------------- replication
@@ -405,6 +637,8 @@ def client_request(
     s = state.servers[i]
     if s.role != LEADER:
         return None
+    if s.ext.transfer_to != NOBODY and mutant != TRANSFER_ACCEPTS_REQUESTS:
+        return None  # §3.10: a leader handing over takes no new commands
     entry = Entry(s.current_term, value)
     if mutant == LEADER_OVERWRITES_LOG:
         log: Log = (*s.log[: s.commit_index], entry)
@@ -426,6 +660,7 @@ def client_request(
             _leader_log(s.leader_log, log),
             s.led_terms,
             s.applied,
+            s.ext,
         ),
     )
     return _new(
@@ -433,9 +668,12 @@ def client_request(
     )
 
 
-def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
+def append_entries_sent(
+    state: State, i: int, j: int, entries: int
+) -> Sent[AppendEntriesRequest] | None:
     """Leaders: send server ``j`` an AppendEntries RPC starting at nextIndex[j] with
-    ``entries`` entries (0 is a heartbeat), carrying the leader's commitIndex."""
+    ``entries`` entries (0 is a heartbeat), carrying the leader's commitIndex.  The
+    next state and the request it put in flight (:func:`append_entries`: the state)."""
     s = state.servers[i]
     if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
         return None
@@ -447,7 +685,7 @@ def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
     m = _new(
         AppendEntriesRequest,
         (
-            2,
+            APPEND_ENTRIES_REQUEST,
             s.current_term,
             i,
             j,
@@ -457,7 +695,14 @@ def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
             s.commit_index,
         ),
     )
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
+
+
+def append_entries(state: State, i: int, j: int, entries: int) -> State | None:
+    """:func:`append_entries_sent`'s next state."""
+    return _state_of(append_entries_sent(state, i, j, entries))
 
 
 def _merge_entries(log: Log, prev: int, entries: Log) -> Log:
@@ -474,11 +719,12 @@ def _merge_entries(log: Log, prev: int, entries: Log) -> Log:
     return log
 
 
-def handle_append_entries(
+def handle_append_entries_sent(
     state: State, m: AppendEntriesRequest, *, mutant: str | None = None
-) -> State | None:
+) -> Sent[AppendEntriesResponse] | None:
     """AppendEntries receiver (Figure 2, rules 1-5); Candidates: an AppendEntries
-    from the leader of the current term makes them followers."""
+    from the leader of the current term makes them followers.  The next state and the
+    reply it put in flight (:func:`handle_append_entries`: the state)."""
     j = m.dest
     old = state.servers[j]
     s = _observe_term(old, m.term)
@@ -488,7 +734,9 @@ def handle_append_entries(
     if m.term < term:
         # 1. Reply false if term < currentTerm.  prev_log_index 0 marks a rejection
         # for the term, never one for the log (index 0 always matches).
-        reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, 0))
+        reply = _new(
+            AppendEntriesResponse, (APPEND_ENTRIES_RESPONSE, term, j, m.source, False, 0, 0)
+        )
     else:
         log = s.log
         entries = m.entries
@@ -523,15 +771,27 @@ def handle_append_entries(
                 new_commit = min(m.leader_commit, last_new)
                 committed = _record_commits(committed, log, commit, new_commit, term)
                 commit = new_commit
-            reply = _new(AppendEntriesResponse, (3, term, j, m.source, True, match, 0))
+            reply = _new(
+                AppendEntriesResponse, (APPEND_ENTRIES_RESPONSE, term, j, m.source, True, match, 0)
+            )
         else:
-            reply = _new(AppendEntriesResponse, (3, term, j, m.source, False, 0, m.prev_log_index))
+            reply = _new(
+                AppendEntriesResponse,
+                (APPEND_ENTRIES_RESPONSE, term, j, m.source, False, 0, m.prev_log_index),
+            )
         s = _heard_leader(s, log, snapshot, commit)
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
     servers = state.servers if s is old else _with_server(state, j, s)
-    return _new(State, (servers, network, committed, state.restarts))
+    return _new(State, (servers, network, committed, state.restarts)), reply
+
+
+def handle_append_entries(
+    state: State, m: AppendEntriesRequest, *, mutant: str | None = None
+) -> State | None:
+    """:func:`handle_append_entries_sent`'s next state."""
+    return _state_of(handle_append_entries_sent(state, m, mutant=mutant))
 
 
 def next_index_choices(state: State, m: AppendEntriesResponse) -> tuple[int, ...]:
@@ -600,6 +860,7 @@ def handle_append_entries_response(
                 s.leader_log,
                 s.led_terms,
                 s.applied,
+                s.ext,
             ),
         )
     servers = state.servers if s is old else _with_server(state, i, s)
@@ -658,6 +919,7 @@ def _with_applied(
             s.leader_log,
             s.led_terms,
             applied,
+            s.ext,
         ),
     )
     return _new(
@@ -714,6 +976,7 @@ def restart(state: State, i: int, *, mutant: str | None = None) -> State | None:
             (),
             s.led_terms,
             s.applied,
+            _ext_volatile_lost(s.ext),
         ),
     )
     restarted = _new(
@@ -751,7 +1014,15 @@ def receive(
         return handle_append_entries_response(state, m, next_index)
     if isinstance(m, InstallSnapshotRequest):
         return handle_install_snapshot(state, m, mutant=mutant)
-    return handle_install_snapshot_response(state, m)
+    if isinstance(m, InstallSnapshotResponse):
+        return handle_install_snapshot_response(state, m)
+    if isinstance(m, PreVoteRequest):
+        return handle_pre_vote(state, m, mutant=mutant)
+    if isinstance(m, PreVoteResponse):
+        return handle_pre_vote_response(state, m)
+    if isinstance(m, TimeoutNowRequest):
+        return handle_timeout_now(state, m)
+    return handle_timeout_now_response(state, m)
 
 
 # --------------------------------------------------------------------- snapshots (Figure 13)
@@ -774,12 +1045,15 @@ def take_snapshot(state: State, i: int, index: int) -> State | None:
     )
 
 
-def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> State | None:
+def install_snapshot_sent(
+    state: State, i: int, j: int, *, whole: bool = True
+) -> Sent[InstallSnapshotRequest] | None:
     """Leaders: a follower whose nextIndex is inside the snapshot (its entries are
     gone from the log) is sent an InstallSnapshot RPC with the whole snapshot; or,
     with ``whole`` False, a chunk that does not complete it (the implementation
     sends snapshots in chunks, and chunks get lost): last_included_index 0 and no
-    data, from which the follower only learns the leader's term."""
+    data, from which the follower only learns the leader's term.  The next state and
+    the request it put in flight (:func:`install_snapshot`: the state)."""
     s = state.servers[i]
     if s.role != LEADER or j == i or not 0 <= j < len(state.servers):
         return None
@@ -789,11 +1063,13 @@ def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> Sta
     log = s.log
     m = _new(
         InstallSnapshotRequest,
-        (4, s.current_term, i, j, index, log[index - 1].term, log[:index])
+        (INSTALL_SNAPSHOT_REQUEST, s.current_term, i, j, index, log[index - 1].term, log[:index])
         if whole
-        else (4, s.current_term, i, j, 0, 0, ()),
+        else (INSTALL_SNAPSHOT_REQUEST, s.current_term, i, j, 0, 0, ()),
     )
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+    ), m
 
 
 def install_snapshot_chunk(state: State, i: int, j: int) -> State | None:
@@ -801,9 +1077,14 @@ def install_snapshot_chunk(state: State, i: int, j: int) -> State | None:
     return install_snapshot(state, i, j, whole=False)
 
 
-def handle_install_snapshot(
+def install_snapshot(state: State, i: int, j: int, *, whole: bool = True) -> State | None:
+    """:func:`install_snapshot_sent`'s next state."""
+    return _state_of(install_snapshot_sent(state, i, j, whole=whole))
+
+
+def handle_install_snapshot_sent(
     state: State, m: InstallSnapshotRequest, *, mutant: str | None = None
-) -> State | None:
+) -> Sent[InstallSnapshotResponse] | None:
     """InstallSnapshot receiver (Figure 13, rules 1 and 5-8, the snapshot in one chunk).
 
     A snapshot at or below commitIndex holds nothing new: the receiver keeps its
@@ -811,7 +1092,8 @@ def handle_install_snapshot(
     which changes nothing logical) and replies that it holds it.  Otherwise
     commitIndex becomes its last included index; lastApplied follows when the
     state machine is reset (:func:`apply_snapshot`, a follow-up step, as the
-    implementation delivers the snapshot to the service)."""
+    implementation delivers the snapshot to the service).  The next state and the
+    reply it put in flight (:func:`handle_install_snapshot`: the state)."""
     j = m.dest
     old = state.servers[j]
     s = _observe_term(old, m.term)
@@ -820,7 +1102,7 @@ def handle_install_snapshot(
     index = m.last_included_index
     if m.term < term:
         # 1. Reply immediately if term < currentTerm.
-        reply = _new(InstallSnapshotResponse, (5, term, j, m.source, 0))
+        reply = _new(InstallSnapshotResponse, (INSTALL_SNAPSHOT_RESPONSE, term, j, m.source, 0))
     else:
         log = s.log
         commit = s.commit_index
@@ -839,13 +1121,20 @@ def handle_install_snapshot(
                 log = m.data
             committed = _record_commits(committed, log, commit, index, term)
             commit = snapshot = index
-        reply = _new(InstallSnapshotResponse, (5, term, j, m.source, index))
+        reply = _new(InstallSnapshotResponse, (INSTALL_SNAPSHOT_RESPONSE, term, j, m.source, index))
         s = _heard_leader(s, log, snapshot, commit)
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
     servers = state.servers if s is old else _with_server(state, j, s)
-    return _new(State, (servers, network, committed, state.restarts))
+    return _new(State, (servers, network, committed, state.restarts)), reply
+
+
+def handle_install_snapshot(
+    state: State, m: InstallSnapshotRequest, *, mutant: str | None = None
+) -> State | None:
+    """:func:`handle_install_snapshot_sent`'s next state."""
+    return _state_of(handle_install_snapshot_sent(state, m, mutant=mutant))
 
 
 def handle_install_snapshot_response(state: State, m: InstallSnapshotResponse) -> State | None:
@@ -886,419 +1175,3 @@ def apply_snapshot(state: State, i: int, index: int) -> State | None:
     if missing:
         applied = tuple(sorted((*applied, *missing)))
     return _with_applied(state, i, s, index, applied)
-
-
-# --------------------------------------------------------------------- exploration
-
-
-def probe(source: int, dest: int) -> RequestVoteRequest:
-    """The canonical stale request from ``source`` to ``dest`` (term 0: see tidy_network)."""
-    return _new(RequestVoteRequest, (0, 0, source, dest, 0, 0))
-
-
-def tidy_network(state: State, changed: int = -1) -> State:
-    """``state`` with each in-flight message replaced by the simplest message that
-    has the same effect now and in every future state, or removed when it has none.
-
-    The checker applies this after every action; it merges states that differ
-    only in messages that can no longer make a difference.  Terms, a leader's
-    matchIndex and a candidate's votes only grow, so:
-
-    - a request of an older term than its receiver's can only be refused, and the
-      refusal only tells the sender the receiver's term at delivery: every such
-      request from the same sender to the same receiver is the same, and is
-      replaced by :func:`probe` (a RequestVote of term 0);
-    - a response of a newer term than its receiver's only makes it a follower of
-      that term (a granted vote or a success never is newer): it is replaced by
-      a refused vote of that term;
-    - (a leader's nextIndex[j] is always above matchIndex[j]: every raise of
-      matchIndex raises nextIndex with it, and a rejection moves nextIndex to at
-      least matchIndex + 1; so a success that does not raise matchIndex cannot
-      raise nextIndex either)
-    - a response that changes nothing when delivered is removed: one of an older
-      term, a refused vote of the current term, a vote its candidate has
-      counted or can no longer use, a successful AppendEntries or InstallSnapshot
-      reply that does not raise matchIndex, any such reply to a non-leader, a
-      rejection for the term.  It could only be delivered as a no-op or dropped, and dropping
-      it was always possible.
-
-    ``changed`` is a bitmask of the servers whose messages may need it (the
-    others' are known to be tidy already); all servers by default.
-    """
-    network = state.network
-    if not network:
-        return state
-    servers = state.servers
-    kept: list[Message] | None = None
-    for k, m in enumerate(network):
-        if not changed >> m.dest & 1:
-            if kept is not None:
-                kept.append(m)
-            continue
-        kind = m.kind
-        d = servers[m.dest]
-        term = d.current_term
-        new: Message | None = m
-        if kind in (REQUEST_VOTE_REQUEST, APPEND_ENTRIES_REQUEST, INSTALL_SNAPSHOT_REQUEST):
-            if m.term < term and (m.term or kind != REQUEST_VOTE_REQUEST):
-                new = _new(RequestVoteRequest, (0, 0, m.source, m.dest, 0, 0))
-        elif m.term > term:
-            if kind in (APPEND_ENTRIES_RESPONSE, INSTALL_SNAPSHOT_RESPONSE):
-                new = _new(RequestVoteResponse, (1, m.term, m.source, m.dest, False))
-        elif m.term < term:
-            new = None
-        elif isinstance(m, RequestVoteResponse):
-            if not m.vote_granted or d.role != CANDIDATE or d.votes_granted >> m.source & 1:
-                new = None
-        elif d.role != LEADER:
-            new = None
-        elif isinstance(m, AppendEntriesResponse):
-            if m.success:
-                if m.match_index <= d.match_index[m.source]:
-                    new = None
-            elif m.prev_log_index == 0:
-                new = None
-        elif isinstance(m, InstallSnapshotResponse):
-            index = m.last_included_index
-            if not index or index <= d.match_index[m.source]:
-                new = None
-        if new is not m:
-            if kept is None:
-                kept = list(network[:k])
-            if new is not None:
-                kept.append(new)
-        elif kept is not None:
-            kept.append(m)
-    if kept is None:
-        return state
-    kept.sort()
-    return _new(State, (servers, tuple(kept), state.committed, state.restarts))
-
-
-def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, tuple[str, ...]]:
-    """Server ``i``'s local follow-ups, taken at once as the implementation does:
-    BecomeLeader when a candidate holds a majority of votes, AdvanceCommitIndex when
-    a leader can, ApplySnapshot when an installed snapshot is ahead of lastApplied,
-    then Apply until lastApplied reaches commitIndex.  Returns the state and the
-    names of the actions taken (in order)."""
-    taken: list[str] = []
-    s = state.servers[i]
-    if s.role == CANDIDATE and 2 * s.votes_granted.bit_count() > len(state.servers):
-        state = become_leader(state, i) or state
-        taken.append("become_leader")
-        s = state.servers[i]
-    if s.role == LEADER and commit_index_limit(state, i) > s.commit_index:
-        t = advance_commit_index(state, i, mutant=mutant)
-        if t is not None:
-            state = t
-            taken.append("advance_commit_index")
-            s = state.servers[i]
-    if s.last_applied < s.snapshot_index:
-        t = apply_snapshot(state, i, s.snapshot_index)
-        if t is not None:
-            state = t
-            taken.append("apply_snapshot")
-            s = state.servers[i]
-    while s.last_applied < s.commit_index:
-        t = apply(state, i)
-        if t is None:
-            break
-        state = t
-        taken.append("apply")
-        s = state.servers[i]
-    return state, tuple(taken)
-
-
-class Bounds(NamedTuple):
-    """What keeps the checker's state space finite, and how finely it interleaves."""
-
-    servers: int = 3
-    max_term: int = 2  # no Timeout beyond this term
-    max_log: int = 1  # no ClientRequest that would make a log longer
-    max_msgs: int = 4  # no send (or duplicate) while this many messages are in flight
-    max_restarts: int = 0  # Restart actions in a whole behaviour
-    values: int = 1  # client requests carry a value in 1..values
-    fine_grained: bool = False
-    """False: BecomeLeader, AdvanceCommitIndex and Apply happen in the same step as
-    the action that enables them (:func:`settle`), as in the implementation; True:
-    they are separate actions, interleaved with everything else (Figure 2 read
-    literally; many more states, the same verdicts)."""
-    snapshots: bool = False
-    """True: servers may take snapshots of what they applied, and leaders send
-    InstallSnapshot to followers that need compacted entries (Figure 13)."""
-
-
-class Step(NamedTuple):
-    """One action with its parameters: what :func:`apply_step` replays."""
-
-    action: str
-    server: int = NOBODY  # the server that acts (the receiver, for ``receive``)
-    peer: int = NOBODY  # request_vote, append_entries: the destination
-    entries: int = 0  # append_entries: how many entries
-    value: Value = 0  # client_request
-    snapshot_index: int = 0  # take_snapshot: the last index the snapshot covers
-    message: Message | None = None  # receive, drop_message, duplicate_message
-    next_index: int | None = None  # receive of a rejected AppendEntries
-    then: tuple[str, ...] = ()  # follow-ups of ``server`` in the same step (see settle)
-
-
-def apply_step(state: State, step: Step, mutant: str | None = None) -> State | None:
-    """Take ``step`` from ``state``: the next state, or None if it is not enabled."""
-    t = _apply_action(state, step, mutant)
-    for follow_up in step.then:
-        if t is None:
-            return None
-        i = step.server
-        if follow_up == "become_leader":
-            t = become_leader(t, i)
-        elif follow_up == "advance_commit_index":
-            t = advance_commit_index(t, i, mutant=mutant)
-        elif follow_up == "apply":
-            t = apply(t, i)
-        elif follow_up == "apply_snapshot":
-            t = apply_snapshot(t, i, t.servers[i].snapshot_index)
-        else:
-            raise ValueError(f"unknown follow-up action {follow_up!r}")
-    return t
-
-
-def _apply_action(state: State, step: Step, mutant: str | None) -> State | None:
-    action, i, m = step.action, step.server, step.message
-    if action == "timeout":
-        return timeout(state, i)
-    if action == "request_vote":
-        return request_vote(state, i, step.peer)
-    if action == "become_leader":
-        return become_leader(state, i)
-    if action == "client_request":
-        return client_request(state, i, step.value, mutant=mutant)
-    if action == "append_entries":
-        return append_entries(state, i, step.peer, step.entries)
-    if action == "advance_commit_index":
-        return advance_commit_index(state, i, mutant=mutant)
-    if action == "apply":
-        return apply(state, i)
-    if action == "restart":
-        return restart(state, i, mutant=mutant)
-    if action == "take_snapshot":
-        return take_snapshot(state, i, step.snapshot_index)
-    if action == "install_snapshot":
-        return install_snapshot(state, i, step.peer)
-    if action == "install_snapshot_chunk":
-        return install_snapshot_chunk(state, i, step.peer)
-    if action == "apply_snapshot":
-        return apply_snapshot(state, i, state.servers[i].snapshot_index)
-    if m is None:
-        raise ValueError(f"step {action!r} needs a message")
-    if action == "receive":
-        return receive(state, m, next_index=step.next_index, mutant=mutant)
-    if action == "drop_message":
-        return drop_message(state, m)
-    if action == "duplicate_message":
-        return duplicate_message(state, m)
-    raise ValueError(f"unknown action {action!r}")
-
-
-def _moved(old: Server, new: Server) -> int:
-    """1 if a server changed in a way that can change what messages to it would
-    do (its term, role, votes or matchIndex), else 0."""
-    if new is old:
-        return 0
-    return int(
-        new.current_term != old.current_term
-        or new.role != old.role
-        or new.votes_granted != old.votes_granted
-        or new.match_index != old.match_index
-    )
-
-
-def _expand(
-    state: State, bounds: Bounds, mutant: str | None, steps: list[Step] | None
-) -> list[State]:
-    """Every state one enabled action away, within ``bounds``, its network tidied
-    (:func:`tidy_network`); with ``steps``, the actions too (same order).
-
-    The checker's hot path, hence the inlined tests: a network is tidied only
-    after an action that can change what its messages would do (one that
-    changes a server's term, role, votes or matchIndex, or sends to a server of
-    a newer term); dropping or copying a message never does.
-    """
-    out: list[State] = []
-    add = out.append
-    servers = state.servers
-    n = len(servers)
-    network = state.network
-    room = len(network) < bounds.max_msgs
-    fine = bounds.fine_grained
-    then: tuple[str, ...] = ()
-    t: State | None
-    for i in range(n):
-        s = servers[i]
-        role = s.role
-        if role == LEADER:
-            log = s.log
-            if len(log) < bounds.max_log or mutant == LEADER_OVERWRITES_LOG:
-                for value in range(1, bounds.values + 1):
-                    then = ()
-                    t = client_request(state, i, value, mutant=mutant)
-                    if t is not None and len(t.servers[i].log) <= bounds.max_log:
-                        if not fine:
-                            t, then = settle(t, i, mutant=mutant)
-                        add(t)
-                        if steps is not None:
-                            steps.append(Step("client_request", i, value=value, then=then))
-            if room:
-                next_index = s.next_index
-                term = s.current_term
-                snapshot = s.snapshot_index
-                for j in range(n):
-                    if j == i:
-                        continue
-                    stale = term < servers[j].current_term
-                    if next_index[j] <= snapshot:
-                        t = install_snapshot(state, i, j)
-                        if t is not None:
-                            add(tidy_network(t, 1 << j) if stale else t)
-                            if steps is not None:
-                                steps.append(Step("install_snapshot", i, j))
-                        t = install_snapshot_chunk(state, i, j)
-                        if t is not None:
-                            add(tidy_network(t, 1 << j) if stale else t)
-                            if steps is not None:
-                                steps.append(Step("install_snapshot_chunk", i, j))
-                        continue
-                    for count in range(len(log) - next_index[j] + 2):
-                        t = append_entries(state, i, j, count)
-                        if t is not None:
-                            add(tidy_network(t, 1 << j) if stale else t)
-                            if steps is not None:
-                                steps.append(Step("append_entries", i, j, count))
-            if fine and commit_index_limit(state, i) > s.commit_index:
-                t = advance_commit_index(state, i, mutant=mutant)
-                if t is not None:
-                    add(t)
-                    if steps is not None:
-                        steps.append(Step("advance_commit_index", i))
-        else:
-            if s.current_term < bounds.max_term:
-                then = ()
-                t = timeout(state, i)
-                if t is not None:
-                    if not fine and n == 1:
-                        t, then = settle(t, i, mutant=mutant)
-                    add(tidy_network(t, 1 << i))
-                    if steps is not None:
-                        steps.append(Step("timeout", i, then=then))
-            if role == CANDIDATE:
-                votes = s.votes_granted
-                if fine and 2 * votes.bit_count() > n:
-                    t = become_leader(state, i)
-                    if t is not None:
-                        add(tidy_network(t, 1 << i))
-                        if steps is not None:
-                            steps.append(Step("become_leader", i))
-                if room:
-                    term = s.current_term
-                    for j in range(n):
-                        if j != i and not votes >> j & 1:
-                            t = request_vote(state, i, j)
-                            if t is not None:
-                                if term < servers[j].current_term:
-                                    t = tidy_network(t, 1 << j)
-                                add(t)
-                                if steps is not None:
-                                    steps.append(Step("request_vote", i, j))
-        if fine and s.last_applied < s.snapshot_index:
-            t = apply_snapshot(state, i, s.snapshot_index)
-            if t is not None:
-                add(t)
-                if steps is not None:
-                    steps.append(Step("apply_snapshot", i))
-        elif fine and s.last_applied < s.commit_index:
-            t = apply(state, i)
-            if t is not None:
-                add(t)
-                if steps is not None:
-                    steps.append(Step("apply", i))
-        if bounds.snapshots:
-            for index in range(s.snapshot_index + 1, s.last_applied + 1):
-                t = take_snapshot(state, i, index)
-                if t is not None:
-                    add(t)
-                    if steps is not None:
-                        steps.append(Step("take_snapshot", i, snapshot_index=index))
-        if state.restarts < bounds.max_restarts:
-            t = restart(state, i, mutant=mutant)
-            # A restart that changes nothing but the counter is not worth a state.
-            if t is not None and t.servers[i] != s:
-                add(tidy_network(t, 1 << i))
-                if steps is not None:
-                    steps.append(Step("restart", i))
-    previous: Message | None = None
-    for m in network:
-        if m == previous:
-            continue  # the bag is sorted: copies of a message are adjacent
-        previous = m
-        dest = m.dest
-        reply_to = 1 << m.source
-        was = servers[dest]
-        then = ()
-        if isinstance(m, AppendEntriesResponse):
-            choices = next_index_choices(state, m)
-            for choice in choices or (None,):
-                then = ()
-                t = handle_append_entries_response(state, m, choice)
-                if t is not None:
-                    if not fine and m.success:
-                        t, then = settle(t, dest, mutant=mutant)
-                    add(tidy_network(t, _moved(was, t.servers[dest]) << dest))
-                    if steps is not None:
-                        steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
-        else:
-            if isinstance(m, RequestVoteRequest):
-                t = handle_request_vote(state, m, mutant=mutant)
-            elif isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
-                if isinstance(m, AppendEntriesRequest):
-                    t = handle_append_entries(state, m, mutant=mutant)
-                else:
-                    t = handle_install_snapshot(state, m, mutant=mutant)
-                if not fine and t is not None:
-                    r = t.servers[dest]
-                    if r.last_applied < r.commit_index:
-                        t, then = settle(t, dest, mutant=mutant)
-            elif isinstance(m, RequestVoteResponse):
-                t = handle_request_vote_response(state, m)
-                if not fine and m.vote_granted and t is not None:
-                    t, then = settle(t, dest, mutant=mutant)
-            else:
-                t = handle_install_snapshot_response(state, m)
-                if not fine and m.last_included_index and t is not None:
-                    t, then = settle(t, dest, mutant=mutant)
-            if t is not None:
-                add(tidy_network(t, reply_to | _moved(was, t.servers[dest]) << dest))
-                if steps is not None:
-                    steps.append(Step("receive", dest, message=m, then=then))
-        t = drop_message(state, m)
-        if t is not None:
-            add(t)
-            if steps is not None:
-                steps.append(Step("drop_message", message=m))
-        if room:
-            t = duplicate_message(state, m)
-            if t is not None:
-                add(t)
-                if steps is not None:
-                    steps.append(Step("duplicate_message", message=m))
-    return out
-
-
-def next_states(state: State, bounds: Bounds, mutant: str | None = None) -> list[State]:
-    """Every state one enabled action away from ``state`` within ``bounds``."""
-    return _expand(state, bounds, mutant, None)
-
-
-def successors(state: State, bounds: Bounds, mutant: str | None = None) -> list[tuple[Step, State]]:
-    """Every enabled action within ``bounds``, with the state it leads to."""
-    steps: list[Step] = []
-    states = _expand(state, bounds, mutant, steps)
-    return list(zip(steps, states, strict=True))

@@ -20,10 +20,10 @@ import sys
 from dataclasses import asdict
 from typing import TextIO
 
-from .actions import Bounds
 from .checker import MAX_MEMORY, MAX_STATES, CheckResult, Progress, check
 from .invariants import INVARIANTS_BY_NAME
 from .mutants import MUTANT_BY_NAME, MUTANTS, NEEDS_SNAPSHOTS, Mutant
+from .search import Bounds
 from .story import format_trace
 
 EXIT_OK = 0
@@ -101,11 +101,17 @@ _BOUND_HELP = {
     "max_msgs": ("M", "no send while M messages are in flight, copies included"),
     "max_restarts": ("R", "at most R server restarts in a run; each multiplies the states ~5x"),
     "values": ("V", "client requests carry a value in 1..V"),
+    "max_reads": ("K", "with --read-index: at most K reads started in a run"),
+    "max_transfers": ("X", "with --transfer: at most X leadership transfers in a run"),
 }
 _SWITCH_HELP = {
     "snapshots": "let servers take snapshots and leaders send InstallSnapshot (Figure 13)",
     "fine_grained": "make BecomeLeader, AdvanceCommitIndex and Apply separate interleaved actions",
     "symmetry": "count states equal up to renaming the servers once (fewer states, same verdict)",
+    "pre_vote": "every server runs Pre-Vote with vote withholding (thesis §9.6, §4.2.3)",
+    "check_quorum": "leaders step down when they lose their quorum (CheckQuorum, §6.2)",
+    "transfer": "leaders may transfer leadership with TimeoutNow (§3.10)",
+    "read_index": "leaders serve linearizable reads with ReadIndex (§6.4)",
 }
 """The on/off options (each also as --no-...): the Bounds' two and --symmetry."""
 
@@ -199,6 +205,12 @@ def resolve(args: argparse.Namespace) -> tuple[Bounds, bool]:
         values=_number(args, "values", fallback.values),
         fine_grained=_switch(args, "fine_grained", fallback.fine_grained),
         snapshots=_switch(args, "snapshots", fallback.snapshots),
+        pre_vote=_switch(args, "pre_vote", fallback.pre_vote),
+        check_quorum=_switch(args, "check_quorum", fallback.check_quorum),
+        transfer=_switch(args, "transfer", fallback.transfer),
+        read_index=_switch(args, "read_index", fallback.read_index),
+        max_reads=_number(args, "max_reads", fallback.max_reads),
+        max_transfers=_number(args, "max_transfers", fallback.max_transfers),
     )
     if not 1 <= bounds.servers <= 9:
         raise UsageError(f"--servers must be between 1 and 9, got {bounds.servers}")
@@ -295,6 +307,14 @@ def describe_bounds(bounds: Bounds, mutant: str | None, symmetry: bool) -> str:
         text += ", snapshots"
     if bounds.fine_grained:
         text += ", fine-grained"
+    if bounds.pre_vote:
+        text += ", Pre-Vote"
+    if bounds.check_quorum:
+        text += ", CheckQuorum"
+    if bounds.transfer:
+        text += f", leadership transfer (at most {bounds.max_transfers})"
+    if bounds.read_index:
+        text += f", ReadIndex (at most {bounds.max_reads} reads)"
     if symmetry:
         text += ", symmetry"
     if mutant is not None:

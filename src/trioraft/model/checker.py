@@ -35,7 +35,6 @@ from collections.abc import Callable
 from itertools import permutations, product
 from typing import Final, NamedTuple
 
-from .actions import Bounds, Step, next_states, successors, tidy_network
 from .invariants import (
     INVARIANTS,
     SERVERS,
@@ -44,7 +43,9 @@ from .invariants import (
     first_violation,
 )
 from .mutants import check_mutant
-from .state import NOBODY, Server, State, initial_state
+from .registry import next_states, successors
+from .search import Bounds, Step, tidy_network
+from .state import NOBODY, Ext, Read, Server, State, initial_state
 
 _new = tuple.__new__
 
@@ -120,8 +121,26 @@ def _rename_servers(servers: tuple[Server, ...], new_name: tuple[int, ...]) -> t
             votes_granted=votes,
             next_index=next_index,
             match_index=match_index,
+            ext=_rename_ext(s.ext, new_name) if s.ext.options else s.ext,
         )
     return tuple(renamed)
+
+
+def _rename_ext(ext: Ext, new_name: tuple[int, ...]) -> Ext:
+    """The extensions' state with server ``k`` renamed ``new_name[k]``."""
+    target = ext.transfer_to
+    reads = ext.reads
+    if reads:
+        reads = tuple(Read(read.floor, _rename_bits(read.acks, new_name)) for read in reads)
+    return ext._replace(transfer_to=target if target == NOBODY else new_name[target], reads=reads)
+
+
+def _rename_bits(bits: int, new_name: tuple[int, ...]) -> int:
+    renamed = 0
+    for k, name in enumerate(new_name):
+        if bits >> k & 1:
+            renamed |= 1 << name
+    return renamed
 
 
 def _name_free_key(i: int, s: Server) -> tuple[object, ...]:
@@ -140,6 +159,21 @@ def _name_free_key(i: int, s: Server) -> tuple[object, ...]:
         s.leader_log,
         s.led_terms,
         s.applied,
+        _name_free_ext(s.ext) if s.ext.options else None,
+    )
+
+
+def _name_free_ext(ext: Ext) -> tuple[object, ...]:
+    return (
+        ext.options,
+        ext.lease,
+        ext.transfer_to != NOBODY,
+        ext.abandoned,
+        ext.campaign,
+        tuple((read.floor, read.acks.bit_count()) for read in ext.reads),
+        ext.started_terms,
+        ext.lease_votes,
+        ext.served,
     )
 
 
@@ -304,7 +338,7 @@ def check(
     then False and ``stopped_by`` names the limit.  ``progress`` is called
     about every ``progress_interval`` seconds.  ``initial`` starts the
     search from a given state (say, one a scripted run reached) instead of the
-    cluster's first boot (its network tidied, see ``actions.tidy_network``); it
+    cluster's first boot (its network tidied, see ``search.tidy_network``); it
     must have ``bounds.servers`` servers.
     """
     mutant = check_mutant(mutant)
@@ -341,7 +375,10 @@ def _search(
     initial: State | None,
 ) -> CheckResult:
     start = time.perf_counter()
-    init = initial_state(bounds.servers) if initial is None else tidy_network(initial)
+    if initial is None:
+        init = initial_state(bounds.servers, bounds.options)
+    else:
+        init = tidy_network(initial)
     if len(init.servers) != bounds.servers:
         raise ValueError(
             f"the initial state has {len(init.servers)} servers but bounds.servers is "

@@ -17,7 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .state import CANDIDATE, FOLLOWER, LEADER, NOBODY, Entry, State, Value
+from .state import (
+    CANDIDATE,
+    LEADER,
+    NOBODY,
+    PRE_VOTE,
+    PRE_VOTE_REQUEST,
+    PRE_VOTE_RESPONSE,
+    ROLE_NAMES,
+    TIMEOUT_NOW_REQUEST,
+    Entry,
+    State,
+    Value,
+)
 
 
 def election_safety(state: State) -> str | None:
@@ -126,7 +138,7 @@ def voted_for_in_term(state: State) -> str | None:
             continue
         if not 0 <= voted < len(servers):
             return f"server {i} voted for {voted}, which is not a server"
-        if s.role != FOLLOWER and voted != i:
+        if (s.role == CANDIDATE or s.role == LEADER) and voted != i:
             return f"server {i} is a {_role(s.role)} of term {s.current_term} but voted for {voted}"
         if servers[voted].current_term < s.current_term:
             return (
@@ -230,12 +242,89 @@ def applied_were_committed(state: State) -> str | None:
 
 def message_term_at_most_sender(state: State) -> str | None:
     """A message's term is no larger than its sender's term at sending (terms only
-    grow, so: than its sender's current term)."""
+    grow, so: than its sender's current term); a PreVote's is one larger, and a
+    granted pre-vote carries the term it was asked about."""
     servers = state.servers
     for m in state.network:
         sender = servers[m.source].current_term
-        if m.term > sender:
+        term = m.term
+        if m.kind == PRE_VOTE_REQUEST:
+            term -= 1  # it asks about the term after its sender's (thesis §9.6)
+        elif m.kind == PRE_VOTE_RESPONSE and m.vote_granted:
+            continue  # a grant carries the term it was asked about
+        if term > sender:
             return f"a message from server {m.source} carries term {m.term} > its term {sender}"
+    return None
+
+
+# --------------------------------------------------------------------- the extensions
+
+
+def pre_vote_terms(state: State) -> str | None:
+    """With Pre-Vote, every term a server holds was first reached by a server that won
+    a majority of pre-votes for it, or stood on a leadership transfer's TimeoutNow
+    (thesis §9.6: no term rises without an election a majority would support)."""
+    servers = state.servers
+    if not all(s.ext.options & PRE_VOTE for s in servers):
+        return None
+    started = {term for s in servers for term in s.ext.started_terms}
+    for i, s in enumerate(servers):
+        if s.current_term and s.current_term not in started:
+            return (
+                f"server {i} is in term {s.current_term}, which no server stood for after "
+                f"a majority of pre-votes or a TimeoutNow"
+            )
+    return None
+
+
+def vote_withholding(state: State) -> str | None:
+    """No server granted a vote of a higher term while it led or heard from its leader
+    within the minimum election timeout, except for a leadership transfer (thesis
+    §4.2.3)."""
+    for i, s in enumerate(state.servers):
+        if s.ext.lease_votes:
+            return (
+                f"server {i} granted a vote in term {s.ext.lease_votes[0]} while it believed "
+                "a leader was alive (within its lease)"
+            )
+    return None
+
+
+def read_index_linearizable(state: State) -> str | None:
+    """Every read a leader served at index R began when every entry known committed
+    anywhere was at an index <= R: a read sees every write committed before it
+    began (ReadIndex, thesis §6.4)."""
+    for i, s in enumerate(state.servers):
+        for floor, index in s.ext.served:
+            if index < floor:
+                return (
+                    f"leader {i} served a read at index {index}, but entry {floor} was "
+                    "committed before the read began"
+                )
+    return None
+
+
+def transfer_completeness(state: State) -> str | None:
+    """While a leader transfers leadership, a TimeoutNow it sent in its term to a
+    target still in that term finds the target holding the leader's whole log, so
+    the target can take over without losing an entry (thesis §3.10)."""
+    servers = state.servers
+    for m in state.network:
+        if m.kind != TIMEOUT_NOW_REQUEST:
+            continue
+        leader, target = servers[m.source], servers[m.dest]
+        ext = leader.ext
+        if (
+            leader.role == LEADER
+            and leader.current_term == m.term == target.current_term
+            and ext.transfer_to == m.dest
+            and not ext.abandoned
+            and target.log[: len(leader.log)] != leader.log
+        ):
+            return (
+                f"leader {m.source} told server {m.dest} to stand while holding "
+                f"{_show(leader.log)}, but server {m.dest} has {_show(target.log)}"
+            )
     return None
 
 
@@ -279,6 +368,10 @@ INVARIANTS: tuple[Invariant, ...] = (
     _invariant("AppliedPrefixesIdentical", applied_prefixes_identical, SERVERS),
     _invariant("AppliedWereCommitted", applied_were_committed, SERVERS_AND_COMMITTED),
     _invariant("MessageTermAtMostSender", message_term_at_most_sender, WHOLE_STATE),
+    _invariant("PreVoteTerms", pre_vote_terms, SERVERS),
+    _invariant("VoteWithholding", vote_withholding, SERVERS),
+    _invariant("ReadIndexLinearizable", read_index_linearizable, SERVERS),
+    _invariant("TransferCompleteness", transfer_completeness, WHOLE_STATE),
 )
 """Figure 3's five properties first, then the auxiliary ones."""
 
@@ -317,4 +410,4 @@ def _show_applied(applied: tuple[tuple[int, int, Value], ...]) -> str:
 
 
 def _role(role: int) -> str:
-    return ("follower", "candidate", "leader")[role]
+    return ROLE_NAMES[role]

@@ -20,6 +20,10 @@ APPEND_WITHOUT_PREV_CHECK: Final = "append-without-prev-check"
 LEADER_OVERWRITES_LOG: Final = "leader-overwrites-log"
 FOLLOWER_COMMITS_PAST_NEW_ENTRIES: Final = "follower-commits-past-new-entries"
 INSTALL_SNAPSHOT_DISCARDS_LOG: Final = "install-snapshot-discards-log"
+PRE_VOTE_PERSISTS_TERM: Final = "pre-vote-persists-term"
+VOTE_DESPITE_LEASE: Final = "vote-despite-lease"
+READ_WITHOUT_ROUND: Final = "read-without-round"
+TRANSFER_ACCEPTS_REQUESTS: Final = "transfer-accepts-requests"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +40,12 @@ class MutantBounds:
     values: int = 1
     fine_grained: bool = False
     snapshots: bool = False
+    pre_vote: bool = False
+    check_quorum: bool = False
+    transfer: bool = False
+    read_index: bool = False
+    max_reads: int = 1
+    max_transfers: int = 1
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,19 @@ class Mutant:
     @property
     def description(self) -> str:
         """What the bug is and what catches it, in one sentence."""
-        needs = " (needs --snapshots)" if self.bounds.snapshots else ""
+        b = self.bounds
+        options = [
+            name
+            for name, on in (
+                ("--snapshots", b.snapshots),
+                ("--pre-vote", b.pre_vote),
+                ("--check-quorum", b.check_quorum),
+                ("--transfer", b.transfer),
+                ("--read-index", b.read_index),
+            )
+            if on
+        ]
+        needs = f" (needs {' '.join(options)})" if options else ""
         return f"{self.breaks}; caught by {self.caught_by}{needs}"
 
 
@@ -107,6 +129,34 @@ _ALL: Final = (
         "count towards a commit",
         "LeaderCompleteness",
         MutantBounds(servers=3, max_term=2, max_log=2, max_msgs=2, snapshots=True),
+    ),
+    Mutant(
+        PRE_VOTE_PERSISTS_TERM,
+        "HandlePreVote raises the voter's term to the one asked about, as if it were a "
+        "RequestVote (thesis §9.6: a pre-vote changes no term)",
+        "PreVoteTerms",
+        MutantBounds(servers=3, max_term=1, max_log=0, max_msgs=1, pre_vote=True),
+    ),
+    Mutant(
+        VOTE_DESPITE_LEASE,
+        "HandleRequestVote grants a vote of a higher term although the voter leads or "
+        "heard from its leader within the minimum election timeout (thesis §4.2.3)",
+        "VoteWithholding",
+        MutantBounds(servers=3, max_term=2, max_log=0, max_msgs=2, pre_vote=True),
+    ),
+    Mutant(
+        READ_WITHOUT_ROUND,
+        "ServeRead answers a read without a majority's confirmation that the leader still "
+        "leads (thesis §6.4): a deposed leader serves a stale read",
+        "ReadIndexLinearizable",
+        MutantBounds(servers=3, max_term=2, max_log=2, max_msgs=2, read_index=True),
+    ),
+    Mutant(
+        TRANSFER_ACCEPTS_REQUESTS,
+        "ClientRequest stays enabled while the leader transfers leadership (thesis §3.10): "
+        "the target it told to stand lacks the new entry",
+        "TransferCompleteness",
+        MutantBounds(servers=3, max_term=1, max_log=1, max_msgs=1, transfer=True),
     ),
 )
 

@@ -44,10 +44,25 @@ from __future__ import annotations
 
 from typing import Final, Literal, NamedTuple, TypeAlias
 
+_new = tuple.__new__
+
 FOLLOWER: Final = 0
 CANDIDATE: Final = 1
 LEADER: Final = 2
-ROLE_NAMES: Final = ("follower", "candidate", "leader")
+PRE_CANDIDATE: Final = 3  # Pre-Vote (thesis §9.6): asking for pre-votes, term unchanged
+ROLE_NAMES: Final = ("follower", "candidate", "leader", "pre_candidate")
+
+# The extensions a server runs (its configuration; ``Ext.options``), as bits.
+PRE_VOTE: Final = 1  # thesis §9.6, with vote withholding (§4.2.3)
+CHECK_QUORUM: Final = 2  # §6.2
+TRANSFER: Final = 4  # leadership transfer, §3.10
+READ_INDEX: Final = 8  # §6.4
+OPTION_NAMES: Final = {
+    PRE_VOTE: "pre_vote",
+    CHECK_QUORUM: "check_quorum",
+    TRANSFER: "transfer",
+    READ_INDEX: "read_index",
+}
 
 NOBODY: Final = -1
 """``voted_for`` when the server has not voted in its current term."""
@@ -73,6 +88,31 @@ Committed: TypeAlias = tuple[int, int, Value, int]
 """A record of an entry known committed: ``(index, term, value, commit_term)``,
 ``commit_term`` being the earliest current_term of a server that counted it
 committed (its commit_index reached ``index``)."""
+
+
+class Read(NamedTuple):
+    """A leader's read waiting for its confirmation round (ReadIndex, thesis §6.4)."""
+
+    floor: int  # history: the highest index known committed anywhere when it began
+    acks: int  # the servers (a bitmask, the leader too) that confirmed it since
+
+
+class Ext(NamedTuple):
+    """One server's state for the extensions; :data:`NO_EXT` when it runs none, so
+    Figure 2's state space is unchanged."""
+
+    options: int  # the extensions this server runs (PRE_VOTE | CHECK_QUORUM | ...)
+    # Volatile (lost by Restart).
+    lease: bool  # §4.2.3: a follower that heard its leader within the minimum timeout
+    transfer_to: int  # leader: the target of a transfer under way (NOBODY: none)
+    abandoned: bool  # leader: it abandoned a transfer this term (a TimeoutNow may be stale)
+    campaign: bool  # candidate: its election was started by a TimeoutNow (§3.10)
+    reads: tuple[Read, ...]  # leader: reads waiting for their round
+    # History (kept across restarts; never read by the rules).
+    started_terms: tuple[int, ...]  # terms it stood for after a pre-vote majority or TimeoutNow
+    lease_votes: tuple[int, ...]  # terms of votes it granted inside a lease (never, but a mutant)
+    transfers: int  # leadership transfers it started (the checker bounds them)
+    served: tuple[tuple[int, int], ...]  # reads it served: (floor, index)
 
 
 class Server(NamedTuple):
@@ -101,16 +141,28 @@ class Server(NamedTuple):
     leader_log: Log
     led_terms: tuple[int, ...]
     applied: tuple[Applied, ...]
+    # The extensions (Pre-Vote, CheckQuorum, leadership transfer, ReadIndex).
+    ext: Ext
+
+
+NO_EXT: Final = Ext(0, False, -1, False, False, (), (), (), 0, ())
+"""The extensions' state of a server that runs none of them."""
 
 
 # Message kinds: the first field of every message, so messages of different
-# kinds sort apart and a bag of them has one canonical order.
+# kinds sort apart and a bag of them has one canonical order.  Every message is
+# built with one of these names, never a literal tag (the named builders below;
+# the actions, on the checker's hot path, build the tuple directly with them).
 REQUEST_VOTE_REQUEST: Final = 0
 REQUEST_VOTE_RESPONSE: Final = 1
 APPEND_ENTRIES_REQUEST: Final = 2
 APPEND_ENTRIES_RESPONSE: Final = 3
 INSTALL_SNAPSHOT_REQUEST: Final = 4
 INSTALL_SNAPSHOT_RESPONSE: Final = 5
+PRE_VOTE_REQUEST: Final = 6
+PRE_VOTE_RESPONSE: Final = 7
+TIMEOUT_NOW_REQUEST: Final = 8
+TIMEOUT_NOW_RESPONSE: Final = 9
 
 
 class RequestVoteRequest(NamedTuple):
@@ -122,6 +174,7 @@ class RequestVoteRequest(NamedTuple):
     dest: int
     last_log_term: int
     last_log_index: int
+    transfer: bool  # a leadership transfer's election: voters do not withhold (§3.10)
 
 
 class RequestVoteResponse(NamedTuple):
@@ -195,6 +248,48 @@ class InstallSnapshotResponse(NamedTuple):
     last_included_index: int
 
 
+class PreVoteRequest(NamedTuple):
+    """Pre-Vote (thesis §9.6): RequestVote's fields, ``term`` being the term the
+    pre-candidate (``source``) would stand for: its own plus one."""
+
+    kind: Literal[6]
+    term: int
+    source: int
+    dest: int
+    last_log_term: int
+    last_log_index: int
+
+
+class PreVoteResponse(NamedTuple):
+    """Pre-Vote results: a grant carries the term asked about, a refusal the
+    voter's own term."""
+
+    kind: Literal[7]
+    term: int
+    source: int
+    dest: int
+    vote_granted: bool
+
+
+class TimeoutNowRequest(NamedTuple):
+    """Leadership transfer (thesis §3.10): the leader (``source``) tells the target to
+    stand at once."""
+
+    kind: Literal[8]
+    term: int
+    source: int
+    dest: int
+
+
+class TimeoutNowResponse(NamedTuple):
+    """TimeoutNow's acknowledgement: the target's term when it got it."""
+
+    kind: Literal[9]
+    term: int
+    source: int
+    dest: int
+
+
 Message: TypeAlias = (
     RequestVoteRequest
     | RequestVoteResponse
@@ -202,6 +297,10 @@ Message: TypeAlias = (
     | AppendEntriesResponse
     | InstallSnapshotRequest
     | InstallSnapshotResponse
+    | PreVoteRequest
+    | PreVoteResponse
+    | TimeoutNowRequest
+    | TimeoutNowResponse
 )
 
 MESSAGE_NAMES: Final = (
@@ -211,7 +310,136 @@ MESSAGE_NAMES: Final = (
     "AppendEntriesReply",
     "InstallSnapshot",
     "InstallSnapshotReply",
+    "PreVote",
+    "PreVoteReply",
+    "TimeoutNow",
+    "TimeoutNowReply",
 )
+"""The trace's name of each message kind (spec/TRACE.md), indexed by kind."""
+
+
+# Named builders: a message from its fields by name, its kind filled in.  For
+# everything off the checker's hot path (the validator, the search's canonical
+# messages, tests): a field order mistake cannot hide behind a positional tuple.
+
+
+def request_vote_request(
+    *,
+    term: int,
+    source: int,
+    dest: int,
+    last_log_term: int,
+    last_log_index: int,
+    transfer: bool = False,
+) -> RequestVoteRequest:
+    """Candidates: a RequestVote RPC (Figure 2, "Arguments")."""
+    return _new(
+        RequestVoteRequest,
+        (REQUEST_VOTE_REQUEST, term, source, dest, last_log_term, last_log_index, transfer),
+    )
+
+
+def pre_vote_request(
+    *, term: int, source: int, dest: int, last_log_term: int, last_log_index: int
+) -> PreVoteRequest:
+    """Pre-candidates: a PreVote RPC (thesis §9.6) for ``term``."""
+    return _new(
+        PreVoteRequest, (PRE_VOTE_REQUEST, term, source, dest, last_log_term, last_log_index)
+    )
+
+
+def pre_vote_response(*, term: int, source: int, dest: int, vote_granted: bool) -> PreVoteResponse:
+    """PreVote receiver: its reply."""
+    return _new(PreVoteResponse, (PRE_VOTE_RESPONSE, term, source, dest, vote_granted))
+
+
+def timeout_now_request(*, term: int, source: int, dest: int) -> TimeoutNowRequest:
+    """Leaders transferring leadership: a TimeoutNow RPC (thesis §3.10)."""
+    return _new(TimeoutNowRequest, (TIMEOUT_NOW_REQUEST, term, source, dest))
+
+
+def timeout_now_response(*, term: int, source: int, dest: int) -> TimeoutNowResponse:
+    """TimeoutNow receiver: its acknowledgement."""
+    return _new(TimeoutNowResponse, (TIMEOUT_NOW_RESPONSE, term, source, dest))
+
+
+def request_vote_response(
+    *, term: int, source: int, dest: int, vote_granted: bool
+) -> RequestVoteResponse:
+    """RequestVote receiver: its reply (Figure 2, "Results")."""
+    return _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, term, source, dest, vote_granted))
+
+
+def append_entries_request(
+    *,
+    term: int,
+    source: int,
+    dest: int,
+    prev_log_index: int,
+    prev_log_term: int,
+    entries: Log,
+    leader_commit: int,
+) -> AppendEntriesRequest:
+    """Leaders: an AppendEntries RPC (Figure 2, "Arguments")."""
+    return _new(
+        AppendEntriesRequest,
+        (
+            APPEND_ENTRIES_REQUEST,
+            term,
+            source,
+            dest,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        ),
+    )
+
+
+def append_entries_response(
+    *, term: int, source: int, dest: int, success: bool, match_index: int, prev_log_index: int
+) -> AppendEntriesResponse:
+    """AppendEntries receiver: its reply (Figure 2, "Results", and what the leader
+    needs of its request: see :class:`AppendEntriesResponse`)."""
+    return _new(
+        AppendEntriesResponse,
+        (APPEND_ENTRIES_RESPONSE, term, source, dest, success, match_index, prev_log_index),
+    )
+
+
+def install_snapshot_request(
+    *,
+    term: int,
+    source: int,
+    dest: int,
+    last_included_index: int,
+    last_included_term: int,
+    data: Log,
+) -> InstallSnapshotRequest:
+    """Leaders: an InstallSnapshot RPC (Figure 13, "Arguments", in one chunk)."""
+    return _new(
+        InstallSnapshotRequest,
+        (
+            INSTALL_SNAPSHOT_REQUEST,
+            term,
+            source,
+            dest,
+            last_included_index,
+            last_included_term,
+            data,
+        ),
+    )
+
+
+def install_snapshot_response(
+    *, term: int, source: int, dest: int, last_included_index: int
+) -> InstallSnapshotResponse:
+    """InstallSnapshot receiver: its reply (Figure 13, "Results", and what the leader
+    needs: see :class:`InstallSnapshotResponse`)."""
+    return _new(
+        InstallSnapshotResponse,
+        (INSTALL_SNAPSHOT_RESPONSE, term, source, dest, last_included_index),
+    )
 
 
 class State(NamedTuple):
@@ -223,19 +451,34 @@ class State(NamedTuple):
     restarts: int
 
 
-_new = tuple.__new__
+def initial_server(options: int = 0) -> Server:
+    """A server as it first boots: term 0, no vote, empty log, follower; running the
+    extensions in ``options`` (PRE_VOTE | CHECK_QUORUM | TRANSFER | READ_INDEX)."""
+    return Server(
+        current_term=0,
+        voted_for=NOBODY,
+        log=(),
+        snapshot_index=0,
+        role=FOLLOWER,
+        commit_index=0,
+        last_applied=0,
+        votes_granted=0,
+        next_index=(),
+        match_index=(),
+        leader_log=(),
+        led_terms=(),
+        applied=(),
+        ext=NO_EXT._replace(options=options) if options else NO_EXT,
+    )
 
 
-def initial_server() -> Server:
-    """A server as it first boots: term 0, no vote, empty log, follower."""
-    return _new(Server, (0, NOBODY, (), 0, FOLLOWER, 0, 0, 0, (), (), (), (), ()))
-
-
-def initial_state(servers: int) -> State:
-    """``servers`` fresh servers and an empty network."""
+def initial_state(servers: int, options: int = 0) -> State:
+    """``servers`` fresh servers, each running the extensions in ``options``, and an
+    empty network."""
     if servers < 1:
         raise ValueError(f"a cluster needs at least 1 server, got {servers}")
-    return _new(State, ((initial_server(),) * servers, (), (), 0))
+    boot = initial_server(options)
+    return State(servers=(boot,) * servers, network=(), committed=(), restarts=0)
 
 
 def last_log_index(server: Server) -> int:
@@ -275,13 +518,18 @@ def format_log(log: Log) -> str:
 def format_message(m: Message) -> str:
     """One message in a line, e.g. ``AppendEntries 0->1 t2 prev 1/t1 [2:t2=1] commit 1``."""
     if isinstance(m, RequestVoteRequest) and m.term == 0:
-        # The checker's canonical stale request (see actions.tidy_network).
+        # The checker's canonical stale request (see search.tidy_network).
         return f"stale request {m.source}->{m.dest} (its reply only carries {m.dest}'s term)"
     head = f"{MESSAGE_NAMES[m.kind]} {m.source}->{m.dest} t{m.term}"
-    if isinstance(m, RequestVoteRequest):
-        return f"{head} last {m.last_log_index}/t{m.last_log_term}"
-    if isinstance(m, RequestVoteResponse):
+    if isinstance(m, (RequestVoteRequest, PreVoteRequest)):
+        transfer = (
+            " (leadership transfer)" if isinstance(m, RequestVoteRequest) and m.transfer else ""
+        )
+        return f"{head} last {m.last_log_index}/t{m.last_log_term}{transfer}"
+    if isinstance(m, (RequestVoteResponse, PreVoteResponse)):
         return f"{head} {'granted' if m.vote_granted else 'refused'}"
+    if isinstance(m, (TimeoutNowRequest, TimeoutNowResponse)):
+        return head
     if isinstance(m, AppendEntriesRequest):
         entries = " ".join(
             f"{m.prev_log_index + k}:t{e.term}={e.value!r}" for k, e in enumerate(m.entries, 1)
@@ -314,11 +562,21 @@ def format_server(i: int, s: Server) -> str:
     )
     if s.snapshot_index:
         text += f" snapshot {s.snapshot_index}"
-    if s.role == CANDIDATE:
+    if s.role in (CANDIDATE, PRE_CANDIDATE):
         votes = [str(k) for k in range(len(s.next_index) or 64) if s.votes_granted >> k & 1]
-        text += " votes {" + ",".join(votes) + "}"
+        text += (" pre-votes {" if s.role == PRE_CANDIDATE else " votes {") + ",".join(votes) + "}"
     elif s.role == LEADER:
         text += f" next_index {list(s.next_index)} match_index {list(s.match_index)}"
+    ext = s.ext
+    if ext.lease:
+        text += " (in its leader's lease)"
+    if ext.transfer_to != NOBODY:
+        text += f" transferring to {ext.transfer_to}"
+    if ext.campaign:
+        text += " (a transfer's election)"
+    for read in ext.reads:
+        acks = [str(k) for k in range(64) if read.acks >> k & 1]
+        text += f" read waiting (floor {read.floor}, confirmed by {{{','.join(acks)}}})"
     return text
 
 

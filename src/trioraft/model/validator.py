@@ -74,35 +74,34 @@ events and steps were replayed and the first :class:`Violation`, if any.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .actions import (
     advance_commit_index,
-    append_entries,
+    append_entries_sent,
     apply,
     apply_snapshot,
     become_leader,
     client_request,
     commit_index_limit,
     drop_message,
-    handle_append_entries,
     handle_append_entries_response,
-    handle_install_snapshot,
+    handle_append_entries_sent,
     handle_install_snapshot_response,
-    handle_request_vote,
+    handle_install_snapshot_sent,
     handle_request_vote_response,
-    install_snapshot,
-    request_vote,
+    handle_request_vote_sent,
+    install_snapshot_sent,
+    request_vote_sent,
     restart,
     take_snapshot,
     timeout,
 )
-from .incremental import Watch, common_prefix
+from .incremental import Watch
 from .invariants import INVARIANTS, Invariant, first_violation
+from .replay_chunks import Assembly, SnapshotId, SnapshotSent, chunk_fields, show_id, snapshot_id
+from .replay_durability import FRESH, Disk, Durable, as_synced, check_kept, durable_of, durable_part
 from .state import (
     CANDIDATE,
     FOLLOWER,
@@ -112,7 +111,6 @@ from .state import (
     ROLE_NAMES,
     AppendEntriesRequest,
     AppendEntriesResponse,
-    Entry,
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     Log,
@@ -121,10 +119,25 @@ from .state import (
     RequestVoteResponse,
     Server,
     State,
+    Value,
     format_message,
     initial_state,
+    install_snapshot_request,
     snapshot_term,
     term_at,
+)
+from .trace_values import (
+    Entries,
+    append_entries_of,
+    last_term,
+    logged_state,
+    logged_vote,
+    request_vote_of,
+    role_name,
+    show,
+    show_vote,
+    tuple_getter,
+    vote,
 )
 
 Event = Mapping[str, Any]
@@ -271,64 +284,16 @@ class _Broken(Exception):
         self.logged = logged
 
 
-class _Durable(NamedTuple):
-    """What a node last saved (its ``persist``): Figure 2's persistent state and its
-    snapshot's last included index and term."""
-
-    term: int
-    voted_for: int
-    log: Log
-    snapshot_index: int
-    snapshot_term: int
-
-
-class _SnapshotSent(NamedTuple):
-    """An InstallSnapshot chunk as sent, and the two model messages it may stand for."""
-
-    fields: tuple[Any, ...]  # every field of the chunk (see _chunk_fields)
-    full: InstallSnapshotRequest  # the follower completes the snapshot with it
-    chunk: InstallSnapshotRequest  # it does not (not the last chunk, or out of order)
-    total: int  # offset + data_len: what the follower must report to have it all
-    done: bool
-
-
-_FRESH = _Durable(0, NOBODY, (), 0, 0)
-
-
 # ----------------------------------------------------------------- per-event state
-
-
-def _logged_vote(s: Server) -> int | None:
-    return None if s.voted_for == NOBODY else s.voted_for
-
-
-def _last_term(s: Server) -> int:
-    log = s.log
-    return log[-1].term if log else 0
-
-
-def _logged_state(s: Server) -> tuple[Any, ...]:
-    """Server ``s`` as a trace logs it (:data:`STATE_FIELDS`)."""
-    return (
-        s.current_term,
-        ROLE_NAMES[s.role],
-        _logged_vote(s),
-        s.commit_index,
-        s.last_applied,
-        len(s.log),
-        _last_term(s),
-        s.snapshot_index,
-        snapshot_term(s),
-    )
 
 
 _EXPECTED: Mapping[str, Callable[[Server], tuple[Any, ...]]] = {
     # a higher term makes a follower that has voted for nobody yet (a vote may follow)
     "term_update": lambda s: (s.current_term, ROLE_NAMES[s.role], None),
     "become_follower": lambda s: (ROLE_NAMES[s.role],),
-    "become_candidate": lambda s: (s.current_term, ROLE_NAMES[s.role], _logged_vote(s)),
+    "become_candidate": lambda s: (s.current_term, ROLE_NAMES[s.role], logged_vote(s)),
     "become_leader": lambda s: (ROLE_NAMES[s.role],),
-    "vote": lambda s: (_logged_vote(s),),
+    "vote": lambda s: (logged_vote(s),),
     "append": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
     "client_request": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
     "noop": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
@@ -339,23 +304,13 @@ _EXPECTED: Mapping[str, Callable[[Server], tuple[Any, ...]]] = {
     "install_snapshot": lambda s: (
         s.commit_index,
         len(s.log),
-        _last_term(s),
+        last_term(s),
         s.snapshot_index,
         snapshot_term(s),
     ),
-    "init": _logged_state,
+    "init": logged_state,
 }
 """The model's values, at the event, of the fields :data:`EVENT_CHANGES` names."""
-
-
-def _tuple_getter(fields: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
-    """``itemgetter(*fields)`` that always returns a tuple."""
-    if len(fields) > 1:
-        return itemgetter(*fields)
-    if fields:
-        field = fields[0]
-        return lambda d: (d[field],)
-    return lambda d: ()
 
 
 _EVENT_CHECKS: Mapping[
@@ -367,8 +322,8 @@ _EVENT_CHECKS: Mapping[
     ],
 ] = {
     name: (
-        _tuple_getter([f for f in STATE_FIELDS if f not in changes]),
-        _tuple_getter(changes),
+        tuple_getter([f for f in STATE_FIELDS if f not in changes]),
+        tuple_getter(changes),
         _EXPECTED[name],
     )
     for name, changes in EVENT_CHANGES.items()
@@ -379,17 +334,13 @@ the model's values of the latter."""
 _LEGACY_EVENT_CHECKS = {
     **_EVENT_CHECKS,
     "term_update": (
-        _tuple_getter([f for f in STATE_FIELDS if f not in ("term", "voted_for")]),
-        _tuple_getter(("term", "voted_for")),
+        tuple_getter([f for f in STATE_FIELDS if f not in ("term", "voted_for")]),
+        tuple_getter(("term", "voted_for")),
         lambda s: (s.current_term, None),
     ),
 }
 """Traces of versions 1 and 2 logged ``term_update`` with the node's role before it
 (``become_follower`` then set it): there it sets the term and clears the vote only."""
-
-
-def _show(value: Any) -> str:
-    return "null" if value is None else str(value)
 
 
 def _event_lie(
@@ -403,7 +354,7 @@ def _event_lie(
         now = state.get(field)
         if was != now:
             return _Broken(
-                rule, f"{field} {_show(was)} (as before the event)", f"{field} {_show(now)}"
+                rule, f"{field} {show(was)} (as before the event)", f"{field} {show(now)}"
             )
     extra = sorted(set(state) ^ set(before or {}))  # fields no trace state has
     return _Broken(rule, f"the state as before the event (fields {extra})", "other fields")
@@ -608,34 +559,27 @@ def _malformed(event: Any, line: int | None, exc: Exception) -> TraceError:
 # ----------------------------------------------------------------- conversions
 
 
-def _role(s: Server) -> str:
-    return ROLE_NAMES[s.role]
-
-
-def _vote(voted_for: Any) -> int:
-    return NOBODY if voted_for is None else int(voted_for)
-
-
-def _show_vote(voted_for: int) -> str:
-    return "null" if voted_for == NOBODY else str(voted_for)
-
-
-def _show_entry(log: Log, index: int) -> str:
-    if index > len(log):
-        return "none"
-    entry = log[index - 1]
-    return f"t{entry.term}={entry.value!r}"
-
-
-def _as_synced(synced: str, later: Iterable[str]) -> str:
-    """``X as synced (or as persisted later: Y or Z)``, each option once."""
-    others = [option for option in dict.fromkeys(later) if option != synced]
-    if not others:
-        return f"{synced} as synced"
-    return f"{synced} as synced (or as persisted later: {' or '.join(others)})"
-
-
 # ----------------------------------------------------------------- the replay
+
+
+class _Node:
+    """What the replay knows of one node, besides its server in the model state."""
+
+    __slots__ = ("campaign", "chunks", "disk", "held", "last_state", "reign", "started", "up")
+
+    def __init__(self) -> None:
+        self.started = False  # it has run (its first init is behind)
+        self.up = False  # running: between an init and a crash (or kill)
+        self.disk = Disk()  # what it saved, made durable, may read back
+        # The snapshots it held since it last started (it may send only those),
+        # index -> (size, digest) when the trace says.
+        self.held: dict[int, SnapshotId | None] = {}
+        self.chunks = Assembly()  # the snapshot it is receiving, chunk by chunk
+        # The logged state of its last event (of its last step, between steps): what
+        # an event that changes nothing must log again.
+        self.last_state: Mapping[str, Any] | None = None
+        self.campaign: Server | None = None  # its last self as candidate
+        self.reign: Server | None = None  # its last self as leader
 
 
 class _Replay:
@@ -657,47 +601,22 @@ class _Replay:
         self.hint_source: tuple[Log, int, int] = ((), 0, 0)
         self.installing_received = 0  # what the follower of the current chunk must say it holds
         self.at = 0  # index of the event being replayed
-        self.started = [False] * nodes
-        self.up = [False] * nodes
-        self.saved: list[_Durable] = [_FRESH] * nodes
+        self.nodes = [_Node() for _ in range(nodes)]
         self.requests: dict[int, Message] = {}  # id -> the model's request, as sent
-        self.snapshots_sent: dict[int, _SnapshotSent] = {}
+        self.snapshots_sent: dict[int, SnapshotSent] = {}
         self.replies_sent: dict[int, Mapping[str, Any]] = {}  # id -> the reply as logged
-        # Per node: the snapshots it held since it last started (it may send only
-        # those), index -> (size, digest) when the trace says; the one it saved;
-        # the chunks of one it is receiving: (key, bytes so far), and from whom.
-        self.held: list[dict[int, _SnapshotId | None]] = [{} for _ in range(nodes)]
-        self.saved_snapshot: list[_SnapshotId | None] = [None] * nodes
-        self.installing: list[tuple[int, int] | None] = [None] * nodes  # (leader, index)
-        self.assembly: list[tuple[tuple[int, int, int], int] | None] = [None] * nodes
         self.replies: dict[int, Message] = {}  # id -> the model's reply, as sent
         # Replies released after a later sync (a storage that syncs off the event
         # loop): id -> the reply the receive step computed, what its check needs,
         # and the step whose changes must be saved before it may leave.
         self.pending: dict[int, _PendingReply] = {}
         self.steps = 0  # steps replayed so far
-        self.changed_at = [0] * nodes  # per node: the last step that changed what it saves
-        # What a node made durable (synced): what its messages may depend on.  A
-        # persist of a storage that syncs in a worker thread ("staged") is
-        # durable only at the node's next `synced`; any other persist at once.
-        self.synced: list[_Durable] = [_FRESH] * nodes
-        self.synced_at = [0] * nodes  # per node: the step of its last sync
-        # Per node: what it persisted (staged) since its last sync, oldest first; and
-        # once killed without a crash event (kill -9), what its disk may hold when
-        # it restarts: its synced state, those persists, its state at the kill.
-        self.unsynced: list[list[_Durable]] = [[] for _ in range(nodes)]
-        self.killed: list[list[_Durable] | None] = [None] * nodes
         # The last step of a trace cut short by a crash may end before its
         # follow-ups (cut_ok): then a final state unlike the model's is kept in
         # `cut` instead of raised.
         self.cut_ok = False
         self.cut: _Broken | None = None
-        # Per node: the logged state of its last event (of its last step, between
-        # steps): what an event that changes nothing must log again.
-        self.last_state: list[Mapping[str, Any] | None] = [None] * nodes
-        self.campaign: list[Server | None] = [None] * nodes  # last self as candidate
-        self.reign: list[Server | None] = [None] * nodes  # last self as leader
-        self.entries: dict[tuple[int, str], Entry] = {}  # interned entries
+        self.entries = Entries()  # interned entries
         self.starters: dict[str, Callable[[Sequence[Event], int, int], str]] = {
             "init": self._init,
             "crash": self._crash,
@@ -734,17 +653,17 @@ class _Replay:
         if node >= 0:
             if node >= self.n:
                 raise TraceError(first["seq"], None, f"node {node} is not one of {self.n}")
-            if name != "init" and not self.up[node]:
+            if name != "init" and not self.nodes[node].up:
                 raise _Broken("Crash", "no event at a node that is down", name)
         before = self.state
         self.fresh.clear()
         self.steps += 1
         rule = handler(events, start, end)
         self.at = end - 1
-        if node >= 0 and _durable_part(before.servers[node]) != _durable_part(
+        if node >= 0 and durable_part(before.servers[node]) != durable_part(
             self.state.servers[node]
         ):
-            self.changed_at[node] = self.steps
+            self.nodes[node].disk.changed_at = self.steps
         if node >= 0 and name != "crash":
             last = events[end - 1]
             try:
@@ -754,15 +673,15 @@ class _Replay:
                     raise
                 # Cut short by a crash: its follow-ups are missing, but the events
                 # that were written must still be true, the last one included.
-                prior = events[end - 2]["state"] if end - start > 1 else self.last_state[node]
+                prior = events[end - 2]["state"] if end - start > 1 else self.nodes[node].last_state
                 self._check_event(last, prior)
                 self.cut = broken
-            self.last_state[node] = last["state"]
+            self.nodes[node].last_state = last["state"]
             s = self.state.servers[node]
             if s.role == LEADER:
-                self.reign[node] = s
+                self.nodes[node].reign = s
             elif s.role == CANDIDATE:
-                self.campaign[node] = s
+                self.nodes[node].campaign = s
         self._check_invariants(before)
 
     def _follow_ups(
@@ -774,7 +693,7 @@ class _Replay:
         if start < last:
             self.at = start
             starter = events[start]
-            before = self.last_state[starter["node"]]
+            before = self.nodes[starter["node"]].last_state
             if starter["event"] not in UNCHANGING or starter["state"] != before:
                 self._check_event(starter, before)
         for k in range(start + 1, end):
@@ -830,7 +749,7 @@ class _Replay:
                 for f, w, g in zip(EVENT_CHANGES[name], model, logged, strict=True)
                 if w != g
             )
-            raise _Broken(f"event state: {name}", f"{field} {_show(want)}", f"{field} {_show(got)}")
+            raise _Broken(f"event state: {name}", f"{field} {show(want)}", f"{field} {show(got)}")
 
     def _check_follow_up(self, e: Event, i: int, name: str, reply: Message | None) -> None:
         s = self.state.servers[i]
@@ -843,10 +762,10 @@ class _Replay:
                 )
         elif name == "become_follower":
             if s.role != FOLLOWER:
-                raise _Broken("Become follower", f"a {_role(s)}", "become_follower")
+                raise _Broken("Become follower", f"a {role_name(s)}", "become_follower")
         elif name == "become_candidate":
             if s.role != CANDIDATE:
-                raise _Broken("Timeout: become candidate", f"a {_role(s)}", "become_candidate")
+                raise _Broken("Timeout: become candidate", f"a {role_name(s)}", "become_candidate")
         elif name == "vote":
             self._check_vote(e, reply)
         elif name == "append":
@@ -878,10 +797,10 @@ class _Replay:
         if logged["term"] != s.current_term:
             raise _Broken(rule, f"term {s.current_term}", f"term {logged['term']}")
         if logged["role"] != ROLE_NAMES[s.role]:
-            raise _Broken(rule, f"role {_role(s)}", f"role {logged['role']}")
-        if _vote(logged["voted_for"]) != s.voted_for:
+            raise _Broken(rule, f"role {role_name(s)}", f"role {logged['role']}")
+        if vote(logged["voted_for"]) != s.voted_for:
             raise _Broken(
-                rule, f"voted_for {_show_vote(s.voted_for)}", f"voted_for {logged['voted_for']}"
+                rule, f"voted_for {show_vote(s.voted_for)}", f"voted_for {logged['voted_for']}"
             )
         if logged["commit_index"] != s.commit_index:
             raise _Broken(
@@ -925,32 +844,32 @@ class _Replay:
         """A node starts: fresh at the beginning, else Restart from what it saved."""
         e = events[start]
         i = e["node"]
-        if self.up[i]:
+        if self.nodes[i].up:
             self._lose_unsaved(i)  # started again without a crash event: a crash
         restored = bool(e["restored"])
-        killed = self.killed[i]
+        killed = self.nodes[i].disk.killed
         if killed is not None:
             self.restore_killed(i, e, restored, killed)
-            self.up[i] = True
+            self.nodes[i].up = True
             self._follow_ups(events, start, end)
             return "Restart"
-        saved = self.saved[i]
-        if not self.started[i]:
-            self.started[i] = True
+        saved = self.nodes[i].disk.saved
+        if not self.nodes[i].started:
+            self.nodes[i].started = True
             if restored:
                 raise _Broken("Restart", "a fresh first start", "a restored state")
-        elif not restored and saved != _FRESH:
+        elif not restored and saved != FRESH:
             raise _Broken(
                 "Restart: persistent state",
                 f"the saved state (term {saved.term}, log of {len(saved.log)})",
                 "a fresh start",
             )
         self._check_restored_log(i, e["log"], saved)
-        self.up[i] = True
+        self.nodes[i].up = True
         self._follow_ups(events, start, end)
         return "Restart"
 
-    def _check_restored_log(self, i: int, logged: Sequence[Any], saved: _Durable) -> None:
+    def _check_restored_log(self, i: int, logged: Sequence[Any], saved: Durable) -> None:
         """The log a restarted node reports is the one it saved (after its snapshot)."""
         first = saved.snapshot_index
         entries = saved.log[first:]
@@ -971,7 +890,7 @@ class _Replay:
         i = e["node"]
         self._compare(i, e["state"], "Crash")
         self._lose_unsaved(i)
-        self.up[i] = False
+        self.nodes[i].up = False
         self._follow_ups(events, start, end)
         return "Crash"
 
@@ -984,14 +903,13 @@ class _Replay:
         """Restart: only what the node saved survives, and its state machine is
         restored from its saved snapshot (which must hold only committed entries)."""
         self._forget_pending(i)
-        self._restart_from(i, self.saved[i], self.saved_snapshot[i])
+        self._restart_from(i, self.nodes[i].disk.saved, self.nodes[i].disk.saved_snapshot)
 
-    def _restart_from(self, i: int, saved: _Durable, snapshot: _SnapshotId | None) -> None:
+    def _restart_from(self, i: int, saved: Durable, snapshot: SnapshotId | None) -> None:
         """Restart server ``i`` with ``saved`` as its persistent state (what it
         reads back from storage) and ``snapshot`` the bytes of its snapshot."""
-        self.saved[i] = self.synced[i] = saved  # a restart reads it back from storage
-        self.saved_snapshot[i] = snapshot
-        self.unsynced[i].clear()
+        node = self.nodes[i]
+        node.disk.restart_from(saved, snapshot)
         s = self.state.servers[i]
         durable = (saved.term, saved.voted_for, saved.log, saved.snapshot_index)
         if (s.current_term, s.voted_for, s.log, s.snapshot_index) != durable:
@@ -1003,7 +921,7 @@ class _Replay:
             )
             self.state = self._with(i, s)
         if saved.snapshot_index:
-            known = {record[:3] for record in self.state.committed}
+            known = self._known_committed()
             for k, entry in enumerate(saved.log[: saved.snapshot_index], 1):
                 if (k, entry.term, entry.value) not in known:
                     raise _Broken(
@@ -1015,25 +933,25 @@ class _Replay:
         assert t is not None  # restart is always enabled
         self.state = t
         index = saved.snapshot_index
-        self.held[i] = {index: snapshot} if index else {}
-        self.assembly[i] = None
-        self.installing[i] = None
+        node.held = {index: snapshot} if index else {}
+        node.chunks.reset()
+
+    def _known_committed(self) -> set[tuple[int, int, Value]]:
+        """(index, term, value) of every entry known committed."""
+        return {record[:3] for record in self.state.committed}
 
     def kill(self, i: int) -> None:
         """Node ``i`` died without a crash event (kill -9): what it did not make
         durable may be lost, so which state it restarts from is decided by its next
         ``init`` (:meth:`restore_killed`).  Until then it takes no step."""
-        if not self.up[i]:
+        node = self.nodes[i]
+        if not node.up:
             return  # it crashed already (a crash event): restarts as it saved
         self._forget_pending(i)
-        s = self.state.servers[i]
-        # Its state at the kill: a storage that saves before the persist event is
-        # recorded may have written it, with the event cut off.
-        last = _Durable(s.current_term, s.voted_for, s.log, s.snapshot_index, snapshot_term(s))
-        self.killed[i] = [self.synced[i], *self.unsynced[i], last]
-        self.up[i] = False
+        node.disk.kill(durable_of(self.state.servers[i]))
+        node.up = False
 
-    def restore_killed(self, i: int, e: Event, restored: bool, candidates: list[_Durable]) -> None:
+    def restore_killed(self, i: int, e: Event, restored: bool, candidates: list[Durable]) -> None:
         """Restart after a kill -9: the node reads back what its disk holds, which
         may be less than its last persist (a staged write lost, or torn) but never
         less than its last sync.  Its ``init`` says what it read; that must be:
@@ -1047,24 +965,24 @@ class _Replay:
           cluster knows committed is kept.
 
         The model's server is then what it read (Restart from there)."""
-        self.killed[i] = None
+        self.nodes[i].disk.killed = None
         synced = candidates[0]
         later = candidates[1:]
         if restored:
             state = e["state"]
-            term, vote = state["term"], _vote(state["voted_for"])
+            term, voted = state["term"], vote(state["voted_for"])
             index, s_term = state["snapshot_index"], state["snapshot_term"]
             entries: Sequence[Any] = e["log"]
         else:  # its disk held nothing at all
-            term, vote, index, s_term, entries = 0, NOBODY, 0, 0, ()
-        if all((c.term, c.voted_for) != (term, vote) for c in candidates):
+            term, voted, index, s_term, entries = 0, NOBODY, 0, 0, ()
+        if all((c.term, c.voted_for) != (term, voted) for c in candidates):
             raise _Broken(
                 "Restart: persistent state",
-                _as_synced(
-                    f"term {synced.term} vote {_show_vote(synced.voted_for)}",
-                    (f"term {c.term} vote {_show_vote(c.voted_for)}" for c in later),
+                as_synced(
+                    f"term {synced.term} vote {show_vote(synced.voted_for)}",
+                    (f"term {c.term} vote {show_vote(c.voted_for)}" for c in later),
                 ),
-                f"term {term} vote {_show_vote(vote)}",
+                f"term {term} vote {show_vote(voted)}",
             )
         source = next(
             (c for c in candidates if (c.snapshot_index, c.snapshot_term) == (index, s_term)),
@@ -1073,54 +991,23 @@ class _Replay:
         if source is None:
             raise _Broken(
                 "Restart: persistent state",
-                _as_synced(
+                as_synced(
                     f"snapshot {synced.snapshot_index}/t{synced.snapshot_term}",
                     (f"snapshot {c.snapshot_index}/t{c.snapshot_term}" for c in later),
                 ),
                 f"snapshot {index}/t{s_term}",
             )
-        entry = self._entry
-        log = source.log[:index] + tuple([entry(t, v) for t, v in entries])
+        log = source.log[:index] + self.entries.log(entries)
         self._check_kept(log, candidates)
-        snapshot = self.held[i].get(index) if index else None
-        self._restart_from(i, _Durable(term, vote, log, index, s_term), snapshot)
+        snapshot = self.nodes[i].held.get(index) if index else None
+        self._restart_from(i, Durable(term, voted, log, index, s_term), snapshot)
 
-    def _check_kept(self, log: Log, candidates: list[_Durable]) -> None:
+    def _check_kept(self, log: Log, candidates: list[Durable]) -> None:
         """A log read back after a kill -9 against what the node synced and
-        persisted since (see :meth:`restore_killed`)."""
-        synced = candidates[0]
-        later = candidates[1:]
-        if any(log == c.log for c in candidates):
-            return
-        known = {record[:3] for record in self.state.committed}
-        for k, kept in enumerate(synced.log, 1):
-            if (k, kept.term, kept.value) in known and (k > len(log) or log[k - 1] != kept):
-                raise _Broken(
-                    "Restart: persistent state",
-                    f"committed entry {k} t{kept.term}={kept.value!r} of its synced log kept",
-                    f"entry {k} {_show_entry(log, k)}",
-                )
-        # Synced entries no later persist dropped are on its disk for good (storage
-        # makes a truncation durable before it writes over it: a log may be cut
-        # back as far as a later persist cut it, never further).
-        floor = min(common_prefix(synced.log, c.log) for c in candidates)
-        if len(log) < floor:
-            k = len(log) + 1
-            raise _Broken(
-                "Restart: persistent state",
-                f"entry {k} {_show_entry(synced.log, k)} as synced",
-                f"entry {k} none (a log of {len(log)})",
-            )
-        for k in range(common_prefix(synced.log, log) + 1, len(log) + 1):
-            mine = log[k - 1]
-            if any(k <= len(c.log) and c.log[k - 1] == mine for c in candidates):
-                continue
-            raise _Broken(
-                "Restart: persistent state",
-                f"entry {k} "
-                + _as_synced(_show_entry(synced.log, k), (_show_entry(c.log, k) for c in later)),
-                f"entry {k} {_show_entry(log, k)}",
-            )
+        persisted since (see :meth:`restore_killed` and ``replay_durability.check_kept``)."""
+        found = check_kept(log, candidates, self.state.committed)
+        if found is not None:
+            raise _Broken("Restart: persistent state", *found)
 
     def lose(self, message_id: int, reply: bool) -> None:
         """The message sent under ``message_id`` is never received: it leaves the bag."""
@@ -1134,22 +1021,14 @@ class _Replay:
         """A persist: what a crash keeps (a killed peer completes a staged write);
         durable at once unless staged."""
         s = self.state.servers[i]
-        index = s.snapshot_index
-        term = snapshot_term(s)
-        saved = self.saved[i] = _Durable(s.current_term, s.voted_for, s.log, index, term)
-        self.saved_snapshot[i] = self.held[i].get(index)
-        if staged:
-            self.unsynced[i].append(saved)
-        else:
-            self._synced(i)
+        node = self.nodes[i]
+        node.disk.save(
+            durable_of(s), node.held.get(s.snapshot_index), staged=staged, step=self.steps
+        )
 
     def _synced(self, i: int) -> None:
         """What the node saved is durable: messages that depend on it may leave."""
-        self.synced[i] = self.saved[i]
-        self.synced_at[i] = self.steps
-        unsynced = self.unsynced[i]
-        if unsynced:
-            unsynced.clear()
+        self.nodes[i].disk.sync(self.steps)
 
     def _lone(self, events: Sequence[Event], start: int, end: int) -> str:
         e = events[start]
@@ -1177,7 +1056,7 @@ class _Replay:
         if t is None:
             s = self.state.servers[i]
             if s.role != CANDIDATE:
-                raise _Broken("BecomeLeader", "a candidate", f"a {_role(s)} becoming leader")
+                raise _Broken("BecomeLeader", "a candidate", f"a {role_name(s)} becoming leader")
             votes = [k for k in range(self.n) if s.votes_granted >> k & 1]
             needed = f"votes from a majority ({self.n // 2 + 1} of {self.n})"
             term = s.current_term
@@ -1233,7 +1112,7 @@ class _Replay:
         s = self.state.servers[i]
         t = client_request(self.state, i, value)
         if t is None:
-            raise _Broken(rule, "a leader", f"a {_role(s)} appending a command")
+            raise _Broken(rule, "a leader", f"a {role_name(s)} appending a command")
         if e["index"] != len(s.log) + 1 or e["term"] != s.current_term:
             raise _Broken(
                 rule,
@@ -1264,7 +1143,7 @@ class _Replay:
             )
         # A leader's own copy counts only once durable (it may send entries it is
         # still writing, thesis §10.2.1): a majority of durable copies holds N.
-        synced = self.synced[i].log
+        synced = self.nodes[i].disk.synced.log
         own = len(synced) >= index and synced[index - 1] == s.log[index - 1]
         others = sum(1 for j in range(self.n) if j != i and s.match_index[j] >= index)
         if 2 * (others + own) <= self.n:
@@ -1319,7 +1198,7 @@ class _Replay:
                 f"snapshot at {index}",
             )
         self.state = t
-        self.held[i][index] = _snapshot_id(e)
+        self.nodes[i].held[index] = snapshot_id(e)
         self._follow_ups(events, start, end)
         return "Snapshot"
 
@@ -1336,17 +1215,17 @@ class _Replay:
                 f"commitIndex {s.commit_index}",
                 f"install_snapshot {index}/t{term}",
             )
-        installed = _snapshot_id(e)
-        source = self.installing[i]
+        installed = snapshot_id(e)
+        source = self.nodes[i].chunks.installing
         if source is not None and source[1] == index:
-            sent = self.held[source[0]].get(index)
+            sent = self.nodes[source[0]].held.get(index)
             if sent is not None and installed is not None and sent != installed:
                 raise _Broken(
                     "InstallSnapshot receiver",
-                    f"leader {source[0]}'s snapshot {index}: {_show_id(sent)}",
-                    f"installed {_show_id(installed)}",
+                    f"leader {source[0]}'s snapshot {index}: {show_id(sent)}",
+                    f"installed {show_id(installed)}",
                 )
-        self.held[i][index] = installed
+        self.nodes[i].held[index] = installed
 
     def _apply_snapshot(self, events: Sequence[Event], start: int, end: int) -> str:
         """Figure 13 rule 8: the state machine is reset to an installed snapshot."""
@@ -1364,10 +1243,10 @@ class _Replay:
                 f"term {term_at(s.log, index)} at {index}",
                 f"snapshot_term {e['snapshot_term']}",
             )
-        held = self.held[i].get(index)
-        delivered = _snapshot_id(e)
+        held = self.nodes[i].held.get(index)
+        delivered = snapshot_id(e)
         if held is not None and delivered is not None and held != delivered:
-            raise _Broken("Apply snapshot", _show_id(held), _show_id(delivered))
+            raise _Broken("Apply snapshot", show_id(held), show_id(delivered))
         t = apply_snapshot(self.state, i, index)
         if t is None:
             raise _Broken(
@@ -1396,7 +1275,7 @@ class _Replay:
         state = self.state
         servers = list(state.servers)
         servers[i] = server
-        return _new(State, (tuple(servers), state.network, state.committed, state.restarts))
+        return state._replace(servers=tuple(servers))
 
     def _in_bag(self, m: Message) -> None:
         """Make sure ``m`` is in flight: a second delivery of a message is a duplicate
@@ -1405,16 +1284,7 @@ class _Replay:
         if m not in state.network:
             self.fresh.append(m)
             bag = sorted((*state.network, m))
-            self.state = _new(State, (state.servers, tuple(bag), state.committed, state.restarts))
-
-    def _entry(self, term: int, value: str) -> Entry:
-        key = (term, value)
-        entry = self.entries.get(key)
-        if entry is None:
-            entry = self.entries[key] = _new(Entry, key)
-        return entry
-
-    # ------------------------------------------------------------ sending requests
+            self.state = state._replace(network=tuple(bag))
 
     def _send(self, events: Sequence[Event], start: int, end: int) -> str:
         e = events[start]
@@ -1445,74 +1315,58 @@ class _Replay:
         s = self.state.servers[i]
         if s.role == role and s.current_term == term:
             return s, True
-        past = self.reign[i] if role == LEADER else self.campaign[i]
+        past = self.nodes[i].reign if role == LEADER else self.nodes[i].campaign
         if past is not None and past.current_term == term:
             return past, False
         raise _Broken(
             "Send",
             f"a {ROLE_NAMES[role]} of term {term} sends it",
-            f"a {_role(s)} of term {s.current_term} (never a {ROLE_NAMES[role]} of term {term})",
+            f"a {role_name(s)} of term {s.current_term} "
+            f"(never a {ROLE_NAMES[role]} of term {term})",
         )
 
-    def _sent_by(self, i: int, sender: Server, m: Message, action: str) -> None:
-        """Take the model's send from ``sender`` (server ``i`` as it built the message):
-        it must put exactly ``m`` in flight."""
+    def _sent_by(
+        self,
+        i: int,
+        sender: Server,
+        m: Message,
+        action: str,
+        send: Callable[[State], tuple[State, Message] | None],
+    ) -> None:
+        """Take the model's send (``send``, the rule ``action``) from ``sender`` (server
+        ``i`` as it built the message): it must put exactly ``m`` in flight."""
         current = self.state.servers[i]
-        state = self.state if sender is current else self._with(i, sender)
-        before = state.network
-        if action == "append_entries":
-            assert isinstance(m, AppendEntriesRequest)
-            t = append_entries(state, i, m.dest, len(m.entries))
-        else:
-            t = request_vote(state, i, m.dest)
-        if t is None:
+        sent = send(self.state if sender is current else self._with(i, sender))
+        if sent is None:
             raise _Broken(f"Send {format_message(m)}", f"{action} enabled", "not enabled")
-        after = t.network
-        if _count(after, m) <= _count(before, m):
-            produced = list((Counter(after) - Counter(before)).elements())
-            expected = format_message(produced[0]) if produced else "nothing"
-            raise _Broken(f"Send ({action})", expected, format_message(m))
-        state = self.state
-        self.state = _new(State, (state.servers, after, state.committed, state.restarts))
+        t, produced = sent
+        if produced != m:
+            raise _Broken(f"Send ({action})", format_message(produced), format_message(m))
+        self.state = self.state._replace(network=t.network)
         self.fresh.append(m)
 
     def _send_request_vote(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
         """Candidates: send RequestVote RPCs to all other servers."""
-        m: RequestVoteRequest = _new(
-            RequestVoteRequest,
-            (0, msg["term"], i, msg["to"], msg["last_log_term"], msg["last_log_index"]),
-        )
+        m = request_vote_of(msg, i)
         if msg["candidate_id"] != i:
             raise _Broken("Send", f"candidate_id {i}", f"candidate_id {msg['candidate_id']}")
         sender, _ = self._sender(i, m.term, CANDIDATE)
-        saved = self.synced[i]
+        saved = self.nodes[i].disk.synced
         if saved.term < m.term or (saved.term == m.term and saved.voted_for != i):
             raise _Broken(
                 "Persistence: saved before sending",
                 f"term {m.term} and the vote for itself saved",
-                f"saved term {saved.term}, vote {_show_vote(saved.voted_for)}",
+                f"saved term {saved.term}, vote {show_vote(saved.voted_for)}",
             )
-        self._sent_by(i, sender, m, "request_vote")
+        self._sent_by(
+            i, sender, m, "request_vote", lambda state: request_vote_sent(state, i, m.dest)
+        )
         self.requests[message_id] = m
 
     def _append_entries_message(self, i: int, msg: Mapping[str, Any]) -> AppendEntriesRequest:
         if msg["leader_id"] != i:
             raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
-        entry = self._entry
-        entries = tuple([entry(t, v) for t, v in msg["entries"]])
-        return _new(
-            AppendEntriesRequest,
-            (
-                2,
-                msg["term"],
-                i,
-                msg["to"],
-                msg["prev_log_index"],
-                msg["prev_log_term"],
-                entries,
-                msg["leader_commit"],
-            ),
-        )
+        return append_entries_of(msg, i, self.entries)
 
     def _leader_as_of(self, i: int, j: int, term: int, commit: int, next_index: int) -> Server:
         """The leader as it built a message to ``j``: its self of ``term``, with the
@@ -1547,14 +1401,20 @@ class _Replay:
         # entries it is still writing, counting itself towards a majority only
         # once they are durable (thesis §10.2.1; a leader's commit is checked
         # against its saved log below).
-        saved = self.synced[i]
+        saved = self.nodes[i].disk.synced
         if saved.term < m.term:
             raise _Broken(
                 "Persistence: saved before sending",
                 f"term {m.term} saved",
                 f"saved term {saved.term}",
             )
-        self._sent_by(i, sender, m, "append_entries")
+        self._sent_by(
+            i,
+            sender,
+            m,
+            "append_entries",
+            lambda state: append_entries_sent(state, i, m.dest, len(m.entries)),
+        )
         current = self.state.servers[i]
         if current.role == LEADER and current.current_term == m.term:
             # nextIndex is the implementation's choice: adopt the one it used.
@@ -1573,14 +1433,14 @@ class _Replay:
         if msg["leader_id"] != i:
             raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
         leader, _ = self._sender(i, term, LEADER)
-        if index not in self.held[i]:
-            held = ", ".join(map(str, sorted(self.held[i]))) or "none"
+        if index not in self.nodes[i].held:
+            held = ", ".join(map(str, sorted(self.nodes[i].held))) or "none"
             raise _Broken(
                 "Leaders: InstallSnapshot",
                 f"a snapshot it holds (held since it started: {held})",
                 f"snapshot {index}",
             )
-        known = self.held[i][index]
+        known = self.nodes[i].held[index]
         if known is not None:
             end = msg["offset"] + msg["data_len"]
             if end > known[0] or bool(msg["done"]) != (end == known[0]):
@@ -1600,17 +1460,26 @@ class _Replay:
         # was inside it; the model's install_snapshot must be enabled there.
         sender = self._leader_as_of(i, j, term, index, index)
         sender = sender._replace(snapshot_index=index)
-        full = _new(InstallSnapshotRequest, (4, term, i, j, index, s_term, sender.log[:index]))
-        sent = install_snapshot(self._with(i, sender), i, j)
-        if sent is None or full not in sent.network:
+        full = install_snapshot_request(
+            term=term,
+            source=i,
+            dest=j,
+            last_included_index=index,
+            last_included_term=msg["last_included_term"],  # s_term: checked above
+            data=sender.log[:index],
+        )
+        sent = install_snapshot_sent(self._with(i, sender), i, j)
+        if sent is None or sent[1] != full:
             raise _Broken("Leaders: InstallSnapshot", "install_snapshot enabled", "not enabled")
         # Nothing is in flight yet: the follower's step says whether this chunk
         # completed the snapshot (the whole one) or not (install_snapshot_chunk's
         # message, enabled exactly when install_snapshot is).
-        chunk = _new(InstallSnapshotRequest, (4, term, i, j, 0, 0, ()))
-        fields = _chunk_fields(msg)
+        chunk = install_snapshot_request(
+            term=term, source=i, dest=j, last_included_index=0, last_included_term=0, data=()
+        )
+        fields = chunk_fields(msg)
         total = msg["offset"] + msg["data_len"]
-        self.snapshots_sent[message_id] = _SnapshotSent(fields, full, chunk, total, fields[-1])
+        self.snapshots_sent[message_id] = SnapshotSent(fields, full, chunk, total, fields[-1])
 
     # ------------------------------------------------------------ receiving
 
@@ -1655,41 +1524,36 @@ class _Replay:
                 logged: Message = self._append_entries_message(msg["from"], msg)
                 rule = "AppendEntries receiver"
             else:
-                logged = _new(
-                    RequestVoteRequest,
-                    (0, msg["term"], msg["from"], msg["to"], msg["last_log_term"],
-                     msg["last_log_index"]),
-                )  # fmt: skip
+                logged = request_vote_of(msg, msg["from"])
                 rule = "RequestVote receiver"
             if logged != m:
                 raise _Broken("Receive", format_message(m), format_message(logged))
         self._in_bag(m)
-        before = self.state.network
         receiver = self.state.servers[m.dest]
         self.commit_before = receiver.commit_index
         if isinstance(m, AppendEntriesRequest):
             self.hint_source = (receiver.log, m.prev_log_index, receiver.snapshot_index)
+        handled: tuple[State, Message] | None
         if isinstance(m, RequestVoteRequest):
-            t = handle_request_vote(self.state, m)
+            handled = handle_request_vote_sent(self.state, m)
         elif isinstance(m, AppendEntriesRequest):
-            t = handle_append_entries(self.state, m)
+            handled = handle_append_entries_sent(self.state, m)
         else:
             assert isinstance(m, InstallSnapshotRequest)
-            t = handle_install_snapshot(self.state, m)
-        assert t is not None  # m is in flight
-        self.state = t
-        reply = _reply_added(before, t.network, m, t.servers[m.dest].current_term)
+            handled = handle_install_snapshot_sent(self.state, m)
+        assert handled is not None  # m is in flight
+        self.state, reply = handled  # the handler says which reply it put in flight
         self.fresh.append(reply)
         self._follow_ups(events, start, end, reply)
         if self.replies.get(message_id) is not reply:
             # No reply in this step: it may leave once a persist covers every change
             # the node made up to and including this step.
             i = m.dest
-            if _durable_part(receiver) != _durable_part(self.state.servers[i]):
-                self.changed_at[i] = self.steps
+            if durable_part(receiver) != durable_part(self.state.servers[i]):
+                self.nodes[i].disk.changed_at = self.steps
             received = self.installing_received if kind == "InstallSnapshot" else None
             self.pending[message_id] = _PendingReply(
-                reply, self.hint_source, self.changed_at[i], received
+                reply, self.hint_source, self.nodes[i].disk.changed_at, received
             )
         return rule
 
@@ -1706,7 +1570,7 @@ class _Replay:
         sent = self.snapshots_sent.get(message_id)
         if sent is None:
             raise self._never_sent(message_id, "InstallSnapshot")
-        fields = _chunk_fields(msg)
+        fields = chunk_fields(msg)
         if fields != sent.fields:
             raise _Broken("Receive", f"InstallSnapshot {sent.fields}", f"{fields}")
         received = self._assemble(msg)
@@ -1723,32 +1587,10 @@ class _Replay:
         return sent.full if complete else sent.chunk
 
     def _assemble(self, msg: Mapping[str, Any]) -> int:
-        """Figure 13 rules 2-5 at the follower: a chunk at offset 0 starts a snapshot,
-        one that continues it (same leader term, index and term; its offset what
-        arrived so far) extends it, any other is refused; completing it ends it.
-        Returns what the follower must reply it holds."""
-        j = msg["to"]
-        if msg["term"] < self.state.servers[j].current_term:
-            return 0  # refused for the term: rule 1
-        key: tuple[int, int, int] = (
-            msg["term"],
-            msg["last_included_index"],
-            msg["last_included_term"],
-        )
-        offset = msg["offset"]
-        have = self.assembly[j]
-        if offset == 0:
-            have = (key, 0)
-        if have is None or have[0] != key:
-            return 0
-        so_far: int = have[1]
-        if offset != so_far:
-            return so_far  # out of order: says what it holds, keeps it
-        received: int = so_far + msg["data_len"]
-        self.assembly[j] = None if msg["done"] else (key, received)
-        if msg["done"]:
-            self.installing[j] = (msg["from"], key[1])
-        return received
+        """Figure 13 rules 2-5 at the follower (``replay_chunks.Assembly``): what it
+        must reply it holds."""
+        j: int = msg["to"]
+        return self.nodes[j].chunks.add(msg, self.state.servers[j].current_term)
 
     def _receive_reply(
         self,
@@ -1804,7 +1646,7 @@ class _Replay:
         pending = self.pending.pop(e["id"], None)
         if pending is None or pending.reply.source != i:
             raise _Broken("Trace order", "a reply to a request this node handled", msg["type"])
-        if self.synced_at[i] < pending.step:
+        if self.nodes[i].disk.synced_at < pending.step:
             raise _Broken(
                 "Persistence: saved before replying",
                 "a persist of every change the node made until it handled the request",
@@ -1828,15 +1670,15 @@ class _Replay:
             raise _Broken("Trace order", "a reply only to the step's request", msg["type"])
         self._check_reply_fields(msg, reply, self.hint_source)
         s = self.state.servers[i]
-        saved = self.synced[i]
+        saved = self.nodes[i].disk.synced
         if (s.current_term, s.voted_for) != (saved.term, saved.voted_for) or (
             s.log is not saved.log and s.log != saved.log
         ):
             raise _Broken(
                 "Persistence: saved before replying",
-                f"saved: term {s.current_term}, vote {_show_vote(s.voted_for)}, "
+                f"saved: term {s.current_term}, vote {show_vote(s.voted_for)}, "
                 f"{len(s.log)} entries",
-                f"saved: term {saved.term}, vote {_show_vote(saved.voted_for)}, "
+                f"saved: term {saved.term}, vote {show_vote(saved.voted_for)}, "
                 f"{len(saved.log)} entries",
             )
         self.replies[e["id"]] = reply
@@ -1868,11 +1710,6 @@ class _PendingReply(NamedTuple):
     received: int | None  # InstallSnapshot: what the follower must say it holds
 
 
-def _durable_part(s: Server) -> tuple[Any, ...]:
-    """What a persist saves of a server: Figure 2's persistent state and the snapshot."""
-    return (s.current_term, s.voted_for, s.log, s.snapshot_index)
-
-
 def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
     """A reply in the trace against the model's: direction, term, and the verdict
     (vote_granted; success; for InstallSnapshot only the term)."""
@@ -1889,35 +1726,6 @@ def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
             raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
     elif kind != "InstallSnapshotReply":
         raise _Broken("Reply", format_message(model), kind)
-
-
-_SnapshotId = tuple[int, str]
-"""A snapshot's size and digest, as the trace gives them."""
-
-
-def _snapshot_id(e: Event) -> _SnapshotId | None:
-    """The snapshot an event names (size, digest); None in traces that do not say."""
-    size = e.get("snapshot_size")
-    return None if size is None else (size, e["snapshot_digest"])
-
-
-def _show_id(snapshot: _SnapshotId) -> str:
-    return f"{snapshot[0]} bytes, digest {snapshot[1]}"
-
-
-def _chunk_fields(msg: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What identifies an InstallSnapshot chunk as sent: every field of it."""
-    return (
-        msg["from"],
-        msg["leader_id"],
-        msg["term"],
-        msg["last_included_index"],
-        msg["last_included_term"],
-        msg["offset"],
-        msg["data_len"],
-        msg["data_digest"],
-        bool(msg["done"]),
-    )
 
 
 def _conflict_hints(log: Log, prev: int, snapshot_index: int) -> tuple[int, int]:
@@ -1939,38 +1747,3 @@ def _conflict_hints(log: Log, prev: int, snapshot_index: int) -> tuple[int, int]
 def _show_reply(msg: Mapping[str, Any]) -> str:
     verdict = msg.get("vote_granted", msg.get("success"))
     return f"{msg['type']} {msg['from']}->{msg['to']} t{msg['term']} {verdict}"
-
-
-def _reply_added(
-    before: tuple[Message, ...], after: tuple[Message, ...], m: Message, term: int
-) -> Message:
-    """The reply a handler put in flight in place of request ``m`` (its term is the
-    receiver's term after handling it)."""
-    candidates: tuple[Message, ...]
-    if isinstance(m, RequestVoteRequest):
-        candidates = (
-            _new(RequestVoteResponse, (1, term, m.dest, m.source, True)),
-            _new(RequestVoteResponse, (1, term, m.dest, m.source, False)),
-        )
-    elif isinstance(m, InstallSnapshotRequest):
-        candidates = (
-            _new(InstallSnapshotResponse, (5, term, m.dest, m.source, m.last_included_index)),
-            _new(InstallSnapshotResponse, (5, term, m.dest, m.source, 0)),
-        )
-    else:
-        assert isinstance(m, AppendEntriesRequest)
-        match = m.prev_log_index + len(m.entries)
-        candidates = (
-            _new(AppendEntriesResponse, (3, term, m.dest, m.source, True, match, 0)),
-            _new(AppendEntriesResponse, (3, term, m.dest, m.source, False, 0, m.prev_log_index)),
-            _new(AppendEntriesResponse, (3, term, m.dest, m.source, False, 0, 0)),
-        )
-    for r in candidates:
-        if _count(after, r) > _count(before, r):
-            return r
-    raise AssertionError("the handler put no reply in flight")  # pragma: no cover
-
-
-def _count(bag: tuple[Message, ...], m: Message) -> int:
-    """How many copies of ``m`` a bag holds (the model keeps bags sorted)."""
-    return bisect_right(bag, m) - bisect_left(bag, m)
