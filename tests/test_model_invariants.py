@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trioraft.model import invariants as inv
+from trioraft.model.checker import check
 from trioraft.model.invariants import INVARIANTS, INVARIANTS_BY_NAME, first_violation, violations
 from trioraft.model.registry import successors
 from trioraft.model.search import Bounds
@@ -13,6 +14,10 @@ from trioraft.model.state import (
     CANDIDATE,
     LEADER,
     NOBODY,
+    NO_EXT,
+    PRE_VOTE,
+    READ_INDEX,
+    TRANSFER,
     Committed,
     Entry,
     Message,
@@ -21,6 +26,7 @@ from trioraft.model.state import (
     append_entries_request,
     initial_state,
     request_vote_request,
+    timeout_now_request,
 )
 
 E1 = Entry(1, 1)
@@ -177,6 +183,33 @@ BAD: list[tuple[str, State, str]] = [
         ),
         "a message from server 0 carries term 2 > its term 1",
     ),
+    (
+        "PreVoteTerms",
+        cluster(
+            *(follower(1, ext=NO_EXT._replace(options=PRE_VOTE)) for _ in range(3)),
+        ),
+        "server 0 is in term 1, which no server stood for",
+    ),
+    (
+        "VoteWithholding",
+        cluster(follower(2, voted_for=1, ext=NO_EXT._replace(lease_votes=(2,))), follower(2)),
+        "server 0 granted a vote in term 2 while it believed a leader was alive",
+    ),
+    (
+        "ReadIndexLinearizable",
+        cluster(leader(0, 1, (E1,), ext=NO_EXT._replace(options=READ_INDEX, served=((2, 1),)))),
+        "leader 0 served a read at index 1, but entry 2 was committed before the read began",
+    ),
+    (
+        "TransferCompleteness",
+        cluster(
+            leader(0, 1, (E1,), ext=NO_EXT._replace(options=TRANSFER, transfer_to=1)),
+            follower(1),
+            follower(1),
+            network=(timeout_now_request(term=1, source=0, dest=1),),
+        ),
+        "leader 0 told server 1 to stand while holding [1:t1=1], but server 1 has []",
+    ),
 ]
 
 
@@ -190,6 +223,29 @@ def test_invariant_flags_a_bad_state(name: str, state: State, words: str) -> Non
     assert problem is not None
     assert words in problem
     assert name in [found for found, _ in violations(state)]
+
+
+def test_extension_invariants_hold_in_good_states_with_every_extension() -> None:
+    """Every state reachable with Pre-Vote, CheckQuorum, transfer and ReadIndex in term 1
+    with one entry and one message in flight keeps every invariant."""
+    bounds = Bounds(3, 1, 1, 1, 0, pre_vote=True, check_quorum=True, transfer=True, read_index=True)
+    result = check(bounds, symmetry=True)
+    assert result.ok and result.complete, result.violation
+    plain = check(Bounds(3, 1, 1, 1, 0), symmetry=True)
+    assert result.states > 5 * plain.states, "the extensions' actions were explored"
+
+
+def test_transfer_completeness_ignores_a_timeout_now_after_an_abandoned_transfer() -> None:
+    # §3.10: a TimeoutNow still in flight after the leader gave up and took more
+    # requests is stale (the implementation can send it too): not a violation.
+    ext = NO_EXT._replace(options=TRANSFER, transfer_to=1, abandoned=True)
+    state = cluster(
+        leader(0, 1, (E1,), ext=ext),
+        follower(1),
+        follower(1),
+        network=(timeout_now_request(term=1, source=0, dest=1),),
+    )
+    assert inv.transfer_completeness(state) is None
 
 
 def test_first_violation_follows_registry_order() -> None:

@@ -16,21 +16,32 @@ from trioraft.model.registry import ACTIONS, apply_step
 from trioraft.model.search import Step
 from trioraft.model.state import (
     CANDIDATE,
+    CHECK_QUORUM,
     FOLLOWER,
     LEADER,
     NOBODY,
+    PRE_CANDIDATE,
+    PRE_VOTE,
+    READ_INDEX,
+    TRANSFER,
     AppendEntriesRequest,
     AppendEntriesResponse,
     Entry,
     Message,
+    PreVoteResponse,
+    Read,
     RequestVoteRequest,
     RequestVoteResponse,
     State,
+    TimeoutNowResponse,
     append_entries_request,
     append_entries_response,
     initial_state,
+    pre_vote_request,
+    pre_vote_response,
     request_vote_request,
     request_vote_response,
+    timeout_now_request,
 )
 from trioraft.model.story import describe
 
@@ -303,6 +314,58 @@ HEARTBEAT = append_entries_request(
 )
 
 
+def ext(state: State, i: int, **fields: Any) -> State:
+    """``state`` with server ``i``'s extensions' state changed."""
+    return changed(state, i, ext=state.servers[i].ext._replace(**fields))
+
+
+def _extension_cases() -> dict[str, tuple[str, State, State, Step]]:
+    """The extensions' actions (thesis §9.6, §4.2.3, §6.2, §3.10, §6.4)."""
+    pre = changed(initial_state(3), 0, role=PRE_CANDIDATE, votes_granted=0b001)
+    pre = ext(pre, 0, options=PRE_VOTE)
+    leader = leader_of(2, (2,), (0, 0, 0))
+    transferring = ext(leader, 0, options=TRANSFER, transfer_to=1)
+    caught_up = ext(leader_of(2, (2,), (0, 1, 0)), 0, options=TRANSFER, transfer_to=1)
+    reading = ext(changed(leader, 0, current_term=2), 0, options=READ_INDEX, reads=(Read(0, 1),))
+    reading = changed(reading, 1, current_term=2)
+    committed = changed(leader_of(2, (2,), (0, 1, 0)), 0, commit_index=1)
+    confirmed = ext(committed, 0, options=READ_INDEX, reads=(Read(1, 0b011),))
+    return {
+        "pre_vote": (
+            "§9.6: a pre-candidate asks every server whether it would vote at term + 1",
+            pre, changed(pre, 0, votes_granted=0b011), Step("pre_vote", 0, 1)),
+        "become_candidate": (
+            "§9.6: a pre-candidate a majority would vote for starts the election",
+            changed(pre, 0, votes_granted=0b011), pre, Step("become_candidate", 0)),
+        "expire_lease": (
+            "§4.2.3: the minimum election timeout passes since the follower heard its leader",
+            ext(initial_state(3), 1, options=PRE_VOTE, lease=True), initial_state(3),
+            Step("expire_lease", 1)),
+        "check_quorum": (
+            "§6.2: a leader that heard from no majority in an election timeout steps down",
+            ext(leader, 0, options=CHECK_QUORUM), leader, Step("check_quorum", 0)),
+        "transfer_leadership": (
+            "§3.10: a leader starts handing leadership to another server",
+            ext(leader, 0, options=TRANSFER), leader, Step("transfer_leadership", 0, 1)),
+        "timeout_now": (
+            "§3.10: once the target's log matches the leader's, send it TimeoutNow",
+            caught_up, transferring, Step("timeout_now", 0)),
+        "abandon_transfer": (
+            "§3.10: a transfer not done within an election timeout is abandoned",
+            transferring, ext(leader, 0, options=TRANSFER), Step("abandon_transfer", 0)),
+        "read_index": (
+            "§6.4: a leader takes a read and starts a confirmation round",
+            ext(leader, 0, options=READ_INDEX), leader, Step("read_index", 0)),
+        "ack_read": (
+            "§6.4: a follower in the leader's term answers a message of the read's round",
+            reading, changed(reading, 1, current_term=3), Step("ack_read", 0, 1)),
+        "serve_read": (
+            "§6.4: own-term entry committed and a majority confirmed: serve at commitIndex",
+            confirmed, ext(committed, 0, options=READ_INDEX, reads=(Read(1, 0b001),)),
+            Step("serve_read", 0)),
+    }  # fmt: skip
+
+
 def _enabling() -> dict[str, tuple[str, State, State, Step]]:
     """name -> (the Figure 2 rule, a state where it is enabled, one where it is not,
     the Step)."""
@@ -362,6 +425,7 @@ def _enabling() -> dict[str, tuple[str, State, State, Step]]:
             "the network may deliver a message twice",
             sent(initial_state(3), HEARTBEAT), initial_state(3),
             Step("duplicate_message", message=HEARTBEAT)),
+        **_extension_cases(),
     }  # fmt: skip
 
 
@@ -419,3 +483,70 @@ def test_actions_that_send_return_the_message_they_put_in_flight() -> None:
     sent_entries = a.append_entries_sent(leader, 0, 1, 1)
     assert sent_entries is not None and sent_entries[1].entries == log(2)
     assert a.append_entries(leader, 0, 1, 1) == sent_entries[0]
+
+
+# ------------------------------------------------------------------ the extensions' handlers
+
+
+def pre_vote_of(term: int, candidate: int, voter: int) -> Any:
+    return pre_vote_request(term=term, source=candidate, dest=voter, last_log_term=0,
+                            last_log_index=0)  # fmt: skip
+
+
+def test_a_pre_vote_is_granted_without_changing_the_voter() -> None:
+    # §9.6: the voter answers whether it would vote; its term and vote stay.
+    state = ext(initial_state(3), 1, options=PRE_VOTE)
+    m = pre_vote_of(1, 0, 1)
+    after = step(a.handle_pre_vote(sent(state, m), m))
+    assert after.servers[1] == state.servers[1]
+    reply = only(after, PreVoteResponse)
+    assert reply.vote_granted and reply.term == 1  # a grant carries the asked term
+    stale = pre_vote_of(1, 0, 1)
+    behind = changed(state, 1, current_term=1)
+    reply = only(step(a.handle_pre_vote(sent(behind, stale), stale)), PreVoteResponse)
+    assert not reply.vote_granted and reply.term == 1  # not above its term: its own term
+
+
+def test_a_server_in_its_lease_withholds_votes_and_pre_votes_unless_a_transfer_asks() -> None:
+    # §4.2.3: heard from a leader within the minimum timeout: neither term nor vote.
+    leased = ext(changed(initial_state(3), 1, current_term=1), 1, options=PRE_VOTE, lease=True)
+    m = vote_request(2, 0, 1, 0, 0)
+    after = step(a.handle_request_vote(sent(leased, m), m))
+    assert after.servers[1] == leased.servers[1]
+    assert not only(after, RequestVoteResponse).vote_granted
+    p = pre_vote_of(2, 0, 1)
+    assert not only(step(a.handle_pre_vote(sent(leased, p), p)), PreVoteResponse).vote_granted
+    transfer = m._replace(transfer=True)
+    after = step(a.handle_request_vote(sent(leased, transfer), transfer))
+    assert (after.servers[1].current_term, after.servers[1].voted_for) == (2, 0)
+
+
+def test_timeout_now_starts_a_transfer_election_at_once() -> None:
+    # §3.10: a TimeoutNow of its term: stand now, no pre-vote, say it is a transfer.
+    state = ext(changed(initial_state(3), 1, current_term=2), 1, options=PRE_VOTE)
+    m = timeout_now_request(term=2, source=0, dest=1)
+    after = step(a.handle_timeout_now(sent(state, m), m))
+    s = after.servers[1]
+    assert (s.role, s.current_term, s.voted_for) == (CANDIDATE, 3, 1)
+    assert s.ext.campaign and s.ext.started_terms == (3,)
+    assert only(after, TimeoutNowResponse).term == 2  # acknowledged with its term then
+    request = only(step(a.request_vote(after, 1, 2)), RequestVoteRequest)
+    assert request.transfer
+    stale = timeout_now_request(term=1, source=0, dest=1)
+    after = step(a.handle_timeout_now(sent(state, stale), stale))
+    assert after.servers[1] == state.servers[1]  # an old term's: ignored
+
+
+def test_a_pre_candidate_counts_grants_and_follows_a_higher_refusal() -> None:
+    pre = ext(changed(initial_state(3), 0, role=PRE_CANDIDATE, current_term=1,
+                      votes_granted=0b001), 0, options=PRE_VOTE)  # fmt: skip
+    grant = pre_vote_response(term=2, source=1, dest=0, vote_granted=True)
+    assert step(a.handle_pre_vote_response(sent(pre, grant), grant)).servers[0].votes_granted == 3
+    refusal = pre_vote_response(term=3, source=2, dest=0, vote_granted=False)
+    s = step(a.handle_pre_vote_response(sent(pre, refusal), refusal)).servers[0]
+    assert (s.role, s.current_term) == (FOLLOWER, 3)
+    # a pre-vote timeout changes neither term nor vote; within a lease it cannot fire
+    follower = ext(changed(initial_state(3), 1, current_term=1, voted_for=2), 1, options=PRE_VOTE)
+    s = step(a.timeout(follower, 1)).servers[1]
+    assert (s.role, s.current_term, s.voted_for, s.votes_granted) == (PRE_CANDIDATE, 1, 2, 0b010)
+    assert a.timeout(ext(follower, 1, lease=True), 1) is None
