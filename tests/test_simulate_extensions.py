@@ -1,9 +1,9 @@
 """``trioraft simulate`` and the Raft extensions: the ``deaf`` fault, the schedule's
 ``pre_vote`` and ``check_quorum`` switches, drawing with them, and the options.
 
-Runs with an extension on record trace events the validator does not know yet;
-every such run is in :func:`test_runs_with_the_extensions_validate_and_pass`
-(expected to fail until the validator learns them: issue 12).
+Runs with an extension on record the extensions' trace events (version 4); the
+validator replays them (issue 12): every such run is in
+:func:`test_runs_with_the_extensions_validate_and_pass`.
 """
 
 from __future__ import annotations
@@ -365,10 +365,9 @@ def test_a_value_given_to_an_extension_switch_exits_2(
 # ------------------------------------------------------------------ runs with the extensions
 
 
-@pytest.mark.xfail(reason="validator learns the extensions' events in issue 12", strict=False)
 def test_runs_with_the_extensions_validate_and_pass(capsys: pytest.CaptureFixture[str]) -> None:
     """Every run with Pre-Vote or CheckQuorum on: drawn schedules, a deaf leader,
-    the command line and a sweep.  Un-xfail once the validator knows their events."""
+    the command line and a sweep; each run's trace validates."""
     for seed in range(1, 4):
         for flags in ({"pre_vote": True}, {"check_quorum": True},
                       {"pre_vote": True, "check_quorum": True}):  # fmt: skip

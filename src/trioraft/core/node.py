@@ -835,7 +835,6 @@ class RaftNode:
         the state Figure 2 gives the node, before the step-down's own event)."""
         was_leader = self.role is Role.LEADER
         stepped_down = self.role is not Role.FOLLOWER
-        self._fail_reads()
         self.role = Role.FOLLOWER
         self._transfer = None
         if new_term:
@@ -846,6 +845,9 @@ class RaftNode:
                 self._lease_rest = None
         if stepped_down:
             self._note("become_follower")
+        # The waiting reads fail once the step-down is recorded: a read_failed
+        # logs a follower's state, never a leader's of the new term.
+        self._fail_reads()
         self.leader_id = None
         self.votes = set()
         if was_leader:

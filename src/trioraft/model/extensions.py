@@ -116,18 +116,24 @@ def read_index(state: State, i: int) -> State | None:
     return _with(state, i, s._replace(ext=s.ext._replace(reads=(*s.ext.reads, read))))
 
 
-def ack_read(state: State, i: int, j: int) -> State | None:
+def ack_read(state: State, i: int, j: int, count: int | None = None) -> State | None:
     """§6.4: server ``j`` answers a message leader ``i`` built after its waiting reads
-    began, in the leader's term: it confirms them all."""
+    began, in the leader's term: it confirms them all; or, with ``count``, the first
+    ``count`` of them (the trace validator: reads that began after the message was
+    built are not confirmed by it)."""
     s = state.servers[i]
     if s.role != LEADER or not s.ext.reads or j == i or not 0 <= j < len(state.servers):
         return None
     if state.servers[j].current_term != s.current_term:
         return None
     bit = 1 << j
-    if all(read.acks & bit for read in s.ext.reads):
+    confirms = s.ext.reads if count is None else s.ext.reads[:count]
+    if all(read.acks & bit for read in confirms):
         return None
-    reads = tuple(Read(read.floor, read.acks | bit) for read in s.ext.reads)
+    reads = tuple(
+        Read(read.floor, read.acks | bit) if k < len(confirms) else read
+        for k, read in enumerate(s.ext.reads)
+    )
     return _with(state, i, s._replace(ext=s.ext._replace(reads=reads)))
 
 
@@ -146,16 +152,25 @@ def servable(state: State, i: int, *, mutant: str | None = None) -> bool:
     return any(_confirmed(state, read, mutant) for read in s.ext.reads)
 
 
-def serve_read(state: State, i: int, *, mutant: str | None = None) -> State | None:
+def serve_read(
+    state: State, i: int, *, mutant: str | None = None, count: int | None = None
+) -> State | None:
     """§6.4: an entry of the leader's term is committed (step 1) and a majority, the
     leader included, confirmed it still leads since the read began (steps 2-3):
-    every such read is served at commitIndex."""
+    every such read is served at commitIndex; or, with ``count``, every such read
+    among the first ``count`` waiting (the trace validator: one per ``read_served``)."""
     if not servable(state, i, mutant=mutant):
         return None
     s = state.servers[i]
+    reads = s.ext.reads
+    first = len(reads) if count is None else count
     served = tuple(
-        (read.floor, s.commit_index) for read in s.ext.reads if _confirmed(state, read, mutant)
+        (read.floor, s.commit_index) for read in reads[:first] if _confirmed(state, read, mutant)
     )
-    waiting = tuple(read for read in s.ext.reads if not _confirmed(state, read, mutant))
+    if not served:
+        return None
+    waiting = tuple(
+        read for k, read in enumerate(reads) if k >= first or not _confirmed(state, read, mutant)
+    )
     ext = s.ext._replace(reads=waiting, served=(*s.ext.served, *served))
     return _with(state, i, s._replace(ext=ext))

@@ -19,11 +19,15 @@ from .state import (
     AppendEntriesRequest,
     Entry,
     Log,
+    PreVoteRequest,
     RequestVoteRequest,
     Server,
+    TimeoutNowRequest,
     append_entries_request,
+    pre_vote_request,
     request_vote_request,
     snapshot_term,
+    timeout_now_request,
 )
 
 _new = tuple.__new__
@@ -117,7 +121,25 @@ def request_vote_of(msg: Mapping[str, Any], source: int) -> RequestVoteRequest:
         dest=msg["to"],
         last_log_term=msg["last_log_term"],
         last_log_index=msg["last_log_index"],
+        transfer=bool(msg.get("leadership_transfer", False)),  # (version 4; absent: false)
     )
+
+
+def pre_vote_of(msg: Mapping[str, Any], source: int) -> PreVoteRequest:
+    """A logged PreVote from ``source`` as the model's message (its term: the one the
+    pre-candidate would stand for)."""
+    return pre_vote_request(
+        term=msg["term"],
+        source=source,
+        dest=msg["to"],
+        last_log_term=msg["last_log_term"],
+        last_log_index=msg["last_log_index"],
+    )
+
+
+def timeout_now_of(msg: Mapping[str, Any], source: int) -> TimeoutNowRequest:
+    """A logged TimeoutNow from ``source`` as the model's message."""
+    return timeout_now_request(term=msg["term"], source=source, dest=msg["to"])
 
 
 def append_entries_of(

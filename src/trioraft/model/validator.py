@@ -70,6 +70,23 @@ events and steps were replayed and the first :class:`Violation`, if any.
   :func:`~.actions.handle_install_snapshot`, its reply by
   :func:`~.actions.handle_install_snapshot_response`; ``apply_snapshot`` is
   :func:`~.actions.apply_snapshot`.
+- **The extensions** (version 4; :mod:`.replay_extensions`): each node runs what
+  its ``init`` says (Pre-Vote, CheckQuorum; transfer and ReadIndex always).  A
+  ``timeout`` with ``become_pre_candidate`` is :func:`~.actions.timeout` with
+  Pre-Vote; PreVote and TimeoutNow are sent, handled and answered by their
+  actions (``become_candidate`` after a majority of pre-votes is
+  :func:`~.actions.become_candidate`); ``quorum_lost``, ``transfer_leadership``,
+  ``transfer_abandoned``, ``read_index`` and ``read_served`` are the actions of
+  :mod:`.extensions`.  The model's abstract conditions are resolved by the
+  trace: a lease ends (:func:`~.extensions.expire_lease`) when the node's timer
+  fires, it grants a pre-vote, or it decides a vote of a higher term without
+  withholding (§4.2.3: the implementation's lease had ended); a ``vote`` with
+  ``withheld`` requires the model to withhold.  A follower confirms a leader's
+  waiting reads (:func:`~.extensions.ack_read`) when it handles, in the leader's
+  term, an AppendEntries or InstallSnapshot the leader sent after they began; a
+  ``read_served`` the model's :func:`~.extensions.serve_read` does not allow is
+  "a read index served without a confirming round".  A ``read_failed`` only
+  follows a step-down.
 """
 
 from __future__ import annotations
@@ -78,10 +95,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .actions import (
+    _withholds_vote,
     advance_commit_index,
     append_entries_sent,
     apply,
     apply_snapshot,
+    become_candidate,
     become_leader,
     client_request,
     commit_index_limit,
@@ -90,24 +109,42 @@ from .actions import (
     handle_append_entries_sent,
     handle_install_snapshot_response,
     handle_install_snapshot_sent,
+    handle_pre_vote_response,
+    handle_pre_vote_sent,
     handle_request_vote_response,
     handle_request_vote_sent,
+    handle_timeout_now_response,
+    handle_timeout_now_sent,
     install_snapshot_sent,
+    pre_vote_sent,
     request_vote_sent,
     restart,
     take_snapshot,
     timeout,
 )
+from .extensions import (
+    abandon_transfer,
+    ack_read,
+    check_quorum,
+    expire_lease,
+    read_index,
+    serve_read,
+    timeout_now_sent,
+    transfer_leadership,
+)
 from .incremental import Watch
 from .invariants import INVARIANTS, Invariant, first_violation
 from .replay_chunks import Assembly, SnapshotId, SnapshotSent, chunk_fields, show_id, snapshot_id
 from .replay_durability import FRESH, Disk, Durable, as_synced, check_kept, durable_of, durable_part
+from .replay_extensions import Reads, find, options_of
 from .state import (
     CANDIDATE,
+    CHECK_QUORUM,
     FOLLOWER,
     LEADER,
     MESSAGE_NAMES,
     NOBODY,
+    PRE_CANDIDATE,
     ROLE_NAMES,
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -115,10 +152,14 @@ from .state import (
     InstallSnapshotResponse,
     Log,
     Message,
+    PreVoteRequest,
+    PreVoteResponse,
     RequestVoteRequest,
     RequestVoteResponse,
     Server,
     State,
+    TimeoutNowRequest,
+    TimeoutNowResponse,
     Value,
     format_message,
     initial_state,
@@ -132,10 +173,12 @@ from .trace_values import (
     last_term,
     logged_state,
     logged_vote,
+    pre_vote_of,
     request_vote_of,
     role_name,
     show,
     show_vote,
+    timeout_now_of,
     tuple_getter,
     vote,
 )
@@ -157,6 +200,11 @@ STARTERS = frozenset(
         "apply",
         "apply_snapshot",
         "drop",
+        # version 4: the extensions' own steps (a leader's timer, API calls)
+        "quorum_lost",
+        "transfer_leadership",
+        "transfer_abandoned",
+        "read_index",
     }
 )
 FOLLOW_UPS = frozenset(
@@ -172,12 +220,26 @@ FOLLOW_UPS = frozenset(
         "persist",
         "synced",
         "noop",
+        # version 4
+        "become_pre_candidate",
+        "pre_vote",
+        "timeout_now",
+        "read_served",
+        "read_failed",
     }
 )
 NOOP = "noop"
 """The digest a trace gives a leader's no-op entry (spec/TRACE.md)."""
-REQUESTS = frozenset({"RequestVote", "AppendEntries", "InstallSnapshot"})
-REPLIES = frozenset({"RequestVoteReply", "AppendEntriesReply", "InstallSnapshotReply"})
+REQUESTS = frozenset({"RequestVote", "AppendEntries", "InstallSnapshot", "PreVote", "TimeoutNow"})
+REPLIES = frozenset(
+    {
+        "RequestVoteReply",
+        "AppendEntriesReply",
+        "InstallSnapshotReply",
+        "PreVoteReply",
+        "TimeoutNowReply",
+    }
+)
 KNOWN_EVENTS = STARTERS | FOLLOW_UPS | {"send"}
 
 _new = tuple.__new__
@@ -195,15 +257,36 @@ STATE_FIELDS = (
 )
 """The fields of an event's ``state`` (spec/TRACE.md)."""
 
-UNCHANGING = frozenset({"receive", "send", "persist", "synced", "timeout"})
+UNCHANGING = frozenset(
+    {
+        "receive",
+        "send",
+        "persist",
+        "synced",
+        "timeout",
+        # version 4: each says what it decided or started, and changes no state field
+        "pre_vote",
+        "quorum_lost",
+        "transfer_leadership",
+        "transfer_abandoned",
+        "timeout_now",
+        "read_index",
+        "read_served",
+        "read_failed",
+    }
+)
 """Events whose logged state is the node's state before them: nothing changes at
 a ``receive`` (logged before the message is handled), a ``send``, a ``persist`` or
-``synced``, or a ``timeout`` (logged before ``become_candidate``)."""
+``synced``, or a ``timeout`` (logged before ``become_candidate``).  Version 4: a
+``pre_vote`` changes nothing (thesis §9.6), a ``quorum_lost`` is logged before
+its ``become_follower``, a ``timeout_now`` before its ``become_candidate``, and a
+transfer's or a read's events change no field of the state."""
 
 EVENT_CHANGES: Mapping[str, tuple[str, ...]] = {
     "term_update": ("term", "role", "voted_for"),
     "become_follower": ("role",),
     "become_candidate": ("term", "role", "voted_for"),
+    "become_pre_candidate": ("role",),  # thesis §9.6: term and vote unchanged
     "become_leader": ("role",),
     "vote": ("voted_for",),
     "append": ("last_index", "last_term"),
@@ -292,6 +375,7 @@ _EXPECTED: Mapping[str, Callable[[Server], tuple[Any, ...]]] = {
     "term_update": lambda s: (s.current_term, ROLE_NAMES[s.role], None),
     "become_follower": lambda s: (ROLE_NAMES[s.role],),
     "become_candidate": lambda s: (s.current_term, ROLE_NAMES[s.role], logged_vote(s)),
+    "become_pre_candidate": lambda s: (ROLE_NAMES[s.role],),
     "become_leader": lambda s: (ROLE_NAMES[s.role],),
     "vote": lambda s: (logged_vote(s),),
     "append": lambda s: (len(s.log), s.log[-1].term if s.log else 0),
@@ -565,7 +649,18 @@ def _malformed(event: Any, line: int | None, exc: Exception) -> TraceError:
 class _Node:
     """What the replay knows of one node, besides its server in the model state."""
 
-    __slots__ = ("campaign", "chunks", "disk", "held", "last_state", "reign", "started", "up")
+    __slots__ = (
+        "campaign",
+        "chunks",
+        "disk",
+        "held",
+        "last_state",
+        "reads",
+        "reign",
+        "started",
+        "transferring",
+        "up",
+    )
 
     def __init__(self) -> None:
         self.started = False  # it has run (its first init is behind)
@@ -580,6 +675,10 @@ class _Node:
         self.last_state: Mapping[str, Any] | None = None
         self.campaign: Server | None = None  # its last self as candidate
         self.reign: Server | None = None  # its last self as leader
+        # Its last self as a leader transferring leadership (a TimeoutNow built then
+        # may be recorded as sent a little later: see _send_timeout_now).
+        self.transferring: Server | None = None
+        self.reads = Reads()  # its ReadIndex reads (replay_extensions)
 
 
 class _Replay:
@@ -600,6 +699,11 @@ class _Replay:
         # fast-backup hints must be computed from (only when there is one).
         self.hint_source: tuple[Log, int, int] = ((), 0, 0)
         self.installing_received = 0  # what the follower of the current chunk must say it holds
+        # The step in which each AppendEntries and InstallSnapshot was sent (id -> step):
+        # a message sent after a read began confirms it (ReadIndex, replay_extensions).
+        self.sent_step: dict[int, int] = {}
+        # Whether the model withheld the current RequestVote's vote (thesis §4.2.3).
+        self.withheld = False
         self.at = 0  # index of the event being replayed
         self.nodes = [_Node() for _ in range(nodes)]
         self.requests: dict[int, Message] = {}  # id -> the model's request, as sent
@@ -627,6 +731,10 @@ class _Replay:
             "apply": self._apply,
             "apply_snapshot": self._apply_snapshot,
             "drop": self._drop,
+            "quorum_lost": self._quorum_lost,
+            "transfer_leadership": self._transfer_leadership,
+            "transfer_abandoned": self._transfer_abandoned,
+            "read_index": self._read_index,
             "send": self._send,
             "persist": self._lone,
             "synced": self._lone,
@@ -680,6 +788,8 @@ class _Replay:
             s = self.state.servers[node]
             if s.role == LEADER:
                 self.nodes[node].reign = s
+                if s.ext.transfer_to != NOBODY:
+                    self.nodes[node].transferring = s
             elif s.role == CANDIDATE:
                 self.nodes[node].campaign = s
         self._check_invariants(before)
@@ -764,10 +874,34 @@ class _Replay:
             if s.role != FOLLOWER:
                 raise _Broken("Become follower", f"a {role_name(s)}", "become_follower")
         elif name == "become_candidate":
-            if s.role != CANDIDATE:
-                raise _Broken("Timeout: become candidate", f"a {role_name(s)}", "become_candidate")
+            self._become_candidate(i, s)
+        elif name == "become_pre_candidate":
+            if s.role != PRE_CANDIDATE:
+                raise _Broken(
+                    "Timeout: become pre-candidate (thesis §9.6)",
+                    f"a {role_name(s)}",
+                    "become_pre_candidate",
+                )
         elif name == "vote":
             self._check_vote(e, reply)
+        elif name == "pre_vote":
+            self._check_pre_vote(e, reply)
+        elif name == "timeout_now":
+            if not (
+                isinstance(reply, TimeoutNowResponse)
+                and s.role == CANDIDATE
+                and s.ext.campaign
+                and s.current_term == reply.term + 1
+            ):
+                raise _Broken(
+                    "TimeoutNow receiver (thesis §3.10)",
+                    "an election started by a TimeoutNow of its term",
+                    f"timeout_now at a {role_name(s)}",
+                )
+        elif name == "read_served":
+            self._read_served(e, i)
+        elif name == "read_failed":
+            self._read_failed(e, i, s)
         elif name == "append":
             if e["index"] <= self.commit_before:
                 raise _Broken(
@@ -847,9 +981,11 @@ class _Replay:
         if self.nodes[i].up:
             self._lose_unsaved(i)  # started again without a crash event: a crash
         restored = bool(e["restored"])
+        self.nodes[i].reads.reset()  # a new incarnation numbers its reads from 1
         killed = self.nodes[i].disk.killed
         if killed is not None:
             self.restore_killed(i, e, restored, killed)
+            self._set_options(i, e)
             self.nodes[i].up = True
             self._follow_ups(events, start, end)
             return "Restart"
@@ -865,9 +1001,18 @@ class _Replay:
                 "a fresh start",
             )
         self._check_restored_log(i, e["log"], saved)
+        self._set_options(i, e)
         self.nodes[i].up = True
         self._follow_ups(events, start, end)
         return "Restart"
+
+    def _set_options(self, i: int, e: Event) -> None:
+        """The extensions node ``i`` runs from this start on, as its ``init`` says
+        (volatile configuration: a restart reads them again)."""
+        s = self.state.servers[i]
+        options = options_of(e)
+        if s.ext.options != options:
+            self.state = self._with(i, s._replace(ext=s.ext._replace(options=options)))
 
     def _check_restored_log(self, i: int, logged: Sequence[Any], saved: Durable) -> None:
         """The log a restarted node reports is the one it saved (after its snapshot)."""
@@ -1044,12 +1189,39 @@ class _Replay:
     def _timeout(self, events: Sequence[Event], start: int, end: int) -> str:
         """Followers/Candidates: the election timeout elapses: start an election."""
         i = events[start]["node"]
+        # §4.2.3: the timer's first part is the lease; it fired, so the lease is over.
+        self._lease_over(i)
         t = timeout(self.state, i)
         if t is None:
             raise _Broken("Timeout", "a follower or candidate", "a leader's election timeout")
         self.state = t
         self._follow_ups(events, start, end)
         return "Timeout"
+
+    def _lease_over(self, i: int) -> None:
+        """The implementation shows server ``i`` is no longer in its lease (its timer
+        fired, it granted a pre-vote, it decided a vote of a higher term on its
+        merits): the model's lease may have ended any time before (expire_lease)."""
+        t = expire_lease(self.state, i)
+        if t is not None and self.state.servers[i].role != LEADER:
+            self.state = t
+
+    def _become_candidate(self, i: int, s: Server) -> None:
+        """A candidate now: by its timeout or a TimeoutNow (the model took it already),
+        or a pre-candidate that a majority would vote for (thesis §9.6)."""
+        if s.role == CANDIDATE:
+            return
+        if s.role != PRE_CANDIDATE:
+            raise _Broken("Timeout: become candidate", f"a {role_name(s)}", "become_candidate")
+        t = become_candidate(self.state, i)
+        if t is None:
+            votes = [k for k in range(self.n) if s.votes_granted >> k & 1]
+            raise _Broken(
+                "Pre-Vote (thesis §9.6): an election only after a majority of pre-votes",
+                f"pre-votes from a majority ({self.n // 2 + 1} of {self.n})",
+                f"become_candidate with pre-votes from {votes}",
+            )
+        self.state = t
 
     def _become_leader(self, i: int) -> None:
         t = become_leader(self.state, i)
@@ -1074,6 +1246,21 @@ class _Replay:
     def _check_vote(self, e: Event, reply: Message | None) -> None:
         if not isinstance(reply, RequestVoteResponse):
             raise _Broken("Trace order", "a vote only while handling a RequestVote", "vote")
+        if bool(e.get("withheld")) != self.withheld:
+            voter = self.state.servers[reply.source]
+            if self.withheld:
+                raise _Broken(
+                    "Vote withholding (thesis §4.2.3)",
+                    f"the vote withheld: server {reply.source} leads term {voter.current_term}",
+                    f"vote {'granted' if e['granted'] else 'refused'}, not withheld",
+                )
+            raise _Broken(
+                "Vote withholding (thesis §4.2.3)",
+                "a vote withheld only by a leader, or a follower that heard its leader "
+                "in its term (in its lease), and never from a transfer's election",
+                f"vote withheld by a {role_name(voter)} of term {voter.current_term} "
+                "without a lease",
+            )
         if e["candidate"] != reply.dest or bool(e["granted"]) != reply.vote_granted:
             voter = self.state.servers[reply.source]
             why = ""
@@ -1084,6 +1271,160 @@ class _Replay:
                 f"vote {'granted' if reply.vote_granted else 'refused'} to {reply.dest}{why}",
                 f"vote {'granted' if e['granted'] else 'refused'} to {e['candidate']}",
             )
+
+    def _check_pre_vote(self, e: Event, reply: Message | None) -> None:
+        if not isinstance(reply, PreVoteResponse):
+            raise _Broken("Trace order", "a pre_vote only while handling a PreVote", "pre_vote")
+        if e["candidate"] != reply.dest or bool(e["granted"]) != reply.vote_granted:
+            raise _Broken(
+                "PreVote receiver (thesis §9.6, §4.2.3)",
+                f"pre-vote {'granted' if reply.vote_granted else 'refused'} to {reply.dest}",
+                f"pre-vote {'granted' if e['granted'] else 'refused'} to {e['candidate']}",
+            )
+
+    # ------------------------------------------------------------ CheckQuorum, transfer
+
+    def _quorum_lost(self, events: Sequence[Event], start: int, end: int) -> str:
+        """CheckQuorum (thesis §6.2): a leader that heard from no majority within an
+        election timeout steps down in its term (check_quorum: at any moment)."""
+        i = events[start]["node"]
+        s = self.state.servers[i]
+        t = check_quorum(self.state, i)
+        if t is None:
+            runs = "runs CheckQuorum" if s.ext.options & CHECK_QUORUM else "without CheckQuorum"
+            raise _Broken(
+                "CheckQuorum (thesis §6.2)", "a leader running it", f"a {role_name(s)} {runs}"
+            )
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "CheckQuorum"
+
+    def _transfer_leadership(self, events: Sequence[Event], start: int, end: int) -> str:
+        """Leadership transfer (thesis §3.10): a leader starts handing over to a target.
+        A new transfer while one is under way replaces it (the old one abandoned)."""
+        e = events[start]
+        i = e["node"]
+        s = self.state.servers[i]
+        if s.role == LEADER and s.ext.transfer_to != NOBODY:
+            t = abandon_transfer(self.state, i)
+            assert t is not None
+            self.state = t
+        t = transfer_leadership(self.state, i, e["target"])
+        if t is None:
+            raise _Broken(
+                "Leadership transfer (thesis §3.10)",
+                "a leader handing over to another server",
+                f"a {role_name(s)} transferring to {e['target']}",
+            )
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "Leadership transfer"
+
+    def _transfer_abandoned(self, events: Sequence[Event], start: int, end: int) -> str:
+        """Thesis §3.10: no election ended the transfer within an election timeout."""
+        e = events[start]
+        i = e["node"]
+        s = self.state.servers[i]
+        if s.role != LEADER or s.ext.transfer_to != e["target"]:
+            under_way = (
+                f"a transfer to {s.ext.transfer_to}" if s.ext.transfer_to != NOBODY else "none"
+            )
+            raise _Broken(
+                "Leadership transfer (thesis §3.10)",
+                f"a leader's transfer under way to {e['target']}",
+                f"abandoned by a {role_name(s)} (transfer under way: {under_way})",
+            )
+        t = abandon_transfer(self.state, i)
+        assert t is not None
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "Leadership transfer abandoned"
+
+    # ------------------------------------------------------------ ReadIndex
+
+    def _read_index(self, events: Sequence[Event], start: int, end: int) -> str:
+        """ReadIndex (thesis §6.4): a leader takes a read; the messages it sends from
+        the next step on confirm it."""
+        e = events[start]
+        i = e["node"]
+        s = self.state.servers[i]
+        t = read_index(self.state, i)
+        if t is None:
+            raise _Broken("ReadIndex (thesis §6.4)", "a leader taking a read", f"a {role_name(s)}")
+        reads = self.nodes[i].reads
+        reads.sync(len(s.ext.reads))
+        problem = reads.begin(e["read"], self.steps)
+        if problem is not None:
+            raise _Broken("ReadIndex", "a new read", problem)
+        self.state = t
+        self._follow_ups(events, start, end)
+        return "ReadIndex"
+
+    def _confirm_reads(
+        self, message_id: int, m: AppendEntriesRequest | InstallSnapshotRequest
+    ) -> None:
+        """Follower ``m.dest`` handled, in the leader's term, a message the leader sent
+        after some of its waiting reads began: it confirms those (ack_read)."""
+        i, j = m.source, m.dest
+        leader = self.state.servers[i]
+        if leader.role != LEADER or not leader.ext.reads or leader.current_term != m.term:
+            return
+        sent = self.sent_step.get(message_id)
+        if sent is None:
+            return
+        reads = self.nodes[i].reads
+        reads.sync(len(leader.ext.reads))
+        count = reads.before(sent)
+        if count:
+            t = ack_read(self.state, i, j, count)
+            if t is not None:
+                self.state = t
+
+    def _read_served(self, e: Event, i: int) -> None:
+        """Thesis §6.4: the oldest waiting read is served at commitIndex, once an entry of
+        the leader's term is committed and a majority confirmed it still led after the
+        read began (serve_read)."""
+        s = self.state.servers[i]
+        reads = self.nodes[i].reads
+        reads.sync(len(s.ext.reads) if s.role == LEADER else 0)
+        oldest = reads.oldest()
+        if oldest != e["read"]:
+            waiting = f"read {oldest} waiting first" if oldest is not None else "no read waiting"
+            raise _Broken("ReadIndex", waiting, f"read {e['read']} served")
+        t = serve_read(self.state, i, count=1)
+        if t is None:
+            read = s.ext.reads[0]
+            acks = [k for k in range(self.n) if read.acks >> k & 1]
+            commit = s.commit_index
+            if not commit or s.log[commit - 1].term != s.current_term:
+                why = f"no entry of its term {s.current_term} committed (commitIndex {commit})"
+            else:
+                why = f"confirmed by {acks} only"
+            raise _Broken(
+                "ReadIndex (thesis §6.4): a read index served without a confirming round",
+                "an entry of the leader's term committed, and a majority that answered a "
+                "message sent after the read began",
+                f"read {e['read']} served with {why}",
+            )
+        if e["index"] != s.commit_index:
+            raise _Broken(
+                "ReadIndex (thesis §6.4)",
+                f"the read served at commitIndex {s.commit_index}",
+                f"index {e['index']}",
+            )
+        self.state = t
+        reads.served()
+
+    def _read_failed(self, e: Event, i: int, s: Server) -> None:
+        """A waiting read fails when its leader steps down (the model drops its reads)."""
+        if s.role == LEADER:
+            raise _Broken(
+                "ReadIndex (thesis §6.4)",
+                "a read fails only when its leader steps down",
+                f"read {e['read']} failed at a leader of term {s.current_term}",
+            )
+        if not self.nodes[i].reads.failed(e["read"]):
+            raise _Broken("ReadIndex", "a read that was waiting", f"read {e['read']} failed")
 
     # ------------------------------------------------------------ client, commit, apply
 
@@ -1112,6 +1453,12 @@ class _Replay:
         s = self.state.servers[i]
         t = client_request(self.state, i, value)
         if t is None:
+            if s.role == LEADER:
+                raise _Broken(
+                    "Leadership transfer (thesis §3.10)",
+                    "no client request while a transfer is under way",
+                    f"a command appended while transferring to {s.ext.transfer_to}",
+                )
             raise _Broken(rule, "a leader", f"a {role_name(s)} appending a command")
         if e["index"] != len(s.log) + 1 or e["term"] != s.current_term:
             raise _Broken(
@@ -1295,13 +1642,21 @@ class _Replay:
         kind = msg["type"]
         if kind == "AppendEntries":
             self._send_append_entries(e["id"], i, msg)
+            self.sent_step[e["id"]] = self.steps
             rule = "Leaders: AppendEntries"
         elif kind == "RequestVote":
             self._send_request_vote(e["id"], i, msg)
             rule = "Candidates: RequestVote"
         elif kind == "InstallSnapshot":
             self._send_install_snapshot(e["id"], i, msg)
+            self.sent_step[e["id"]] = self.steps
             rule = "Leaders: InstallSnapshot"
+        elif kind == "PreVote":
+            self._send_pre_vote(e["id"], i, msg)
+            rule = "Pre-candidates: PreVote (thesis §9.6)"
+        elif kind == "TimeoutNow":
+            self._send_timeout_now(e["id"], i, msg)
+            rule = "Leadership transfer: TimeoutNow (thesis §3.10)"
         else:
             self._send_deferred_reply(e)
             rule = "Persistence: saved before replying"
@@ -1362,6 +1717,64 @@ class _Replay:
             i, sender, m, "request_vote", lambda state: request_vote_sent(state, i, m.dest)
         )
         self.requests[message_id] = m
+
+    def _send_pre_vote(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
+        """Pre-candidates (thesis §9.6): ask every other server about term + 1."""
+        m = pre_vote_of(msg, i)
+        if msg["candidate_id"] != i:
+            raise _Broken("Send", f"candidate_id {i}", f"candidate_id {msg['candidate_id']}")
+        s = self.state.servers[i]
+        if s.role != PRE_CANDIDATE or m.term != s.current_term + 1:
+            raise _Broken(
+                "Send",
+                f"a pre-candidate of term {m.term - 1} sends it",
+                f"a {role_name(s)} of term {s.current_term}",
+            )
+        # (A grant of an earlier pre-election for the same term may have come in
+        # between building the request and recording it.)
+        sender = s._replace(votes_granted=s.votes_granted & ~(1 << m.dest))
+        self._sent_by(i, sender, m, "pre_vote", lambda state: pre_vote_sent(state, i, m.dest))
+        self.requests[message_id] = m
+
+    def _send_timeout_now(self, message_id: int, i: int, msg: Mapping[str, Any]) -> None:
+        """Thesis §3.10: the target of a transfer under way holds the leader's whole
+        log (its matchIndex), so it is told to stand at once.  The request is built
+        when that becomes true and recorded when it leaves, a little later (maybe
+        after the transfer was abandoned): its leader's last self transferring is
+        tried too."""
+        m = timeout_now_of(msg, i)
+        if msg["leader_id"] != i:
+            raise _Broken("Send", f"leader_id {i}", f"leader_id {msg['leader_id']}")
+        leader, _ = self._sender(i, m.term, LEADER)
+        saved = self.nodes[i].disk.synced
+        if saved.term < m.term:
+            raise _Broken(
+                "Persistence: saved before sending",
+                f"term {m.term} saved",
+                f"saved term {saved.term}",
+            )
+        selves = [leader]
+        past = self.nodes[i].transferring
+        if past is not None and past is not leader and past.current_term == m.term:
+            selves.append(past)
+        current = self.state.servers[i]
+        for sender in selves:
+            state = self.state if sender is current else self._with(i, sender)
+            sent = timeout_now_sent(state, i)
+            if sent is not None and sent[1] == m:
+                self.state = self.state._replace(network=sent[0].network)
+                self.fresh.append(m)
+                self.requests[message_id] = m
+                return
+        ext = leader.ext
+        target = f"a transfer to {ext.transfer_to}" if ext.transfer_to != NOBODY else "no transfer"
+        match = leader.match_index[m.dest] if 0 <= m.dest < len(leader.match_index) else None
+        raise _Broken(
+            "Leadership transfer (thesis §3.10): TimeoutNow",
+            f"a transfer to {m.dest} under way, its matchIndex at the leader's last index "
+            f"{len(leader.log)}",
+            f"TimeoutNow to {m.dest} with {target} under way, matchIndex {match}",
+        )
 
     def _append_entries_message(self, i: int, msg: Mapping[str, Any]) -> AppendEntriesRequest:
         if msg["leader_id"] != i:
@@ -1520,30 +1933,48 @@ class _Replay:
             if sent is None or MESSAGE_NAMES[sent.kind] != kind:
                 raise self._never_sent(message_id, kind)
             m = sent
+            logged: Message
             if kind == "AppendEntries":
-                logged: Message = self._append_entries_message(msg["from"], msg)
+                logged = self._append_entries_message(msg["from"], msg)
                 rule = "AppendEntries receiver"
-            else:
+            elif kind == "RequestVote":
                 logged = request_vote_of(msg, msg["from"])
                 rule = "RequestVote receiver"
+            elif kind == "PreVote":
+                logged = pre_vote_of(msg, msg["from"])
+                rule = "PreVote receiver (thesis §9.6)"
+            else:
+                logged = timeout_now_of(msg, msg["from"])
+                rule = "TimeoutNow receiver (thesis §3.10)"
             if logged != m:
                 raise _Broken("Receive", format_message(m), format_message(logged))
         self._in_bag(m)
+        if isinstance(m, (RequestVoteRequest, PreVoteRequest)):
+            self._lease_shown_over(events, start, end, m)
         receiver = self.state.servers[m.dest]
         self.commit_before = receiver.commit_index
         if isinstance(m, AppendEntriesRequest):
             self.hint_source = (receiver.log, m.prev_log_index, receiver.snapshot_index)
         handled: tuple[State, Message] | None
         if isinstance(m, RequestVoteRequest):
+            self.withheld = (
+                m.term > receiver.current_term and not m.transfer and _withholds_vote(receiver)
+            )
             handled = handle_request_vote_sent(self.state, m)
         elif isinstance(m, AppendEntriesRequest):
             handled = handle_append_entries_sent(self.state, m)
-        else:
-            assert isinstance(m, InstallSnapshotRequest)
+        elif isinstance(m, InstallSnapshotRequest):
             handled = handle_install_snapshot_sent(self.state, m)
+        elif isinstance(m, PreVoteRequest):
+            handled = handle_pre_vote_sent(self.state, m)
+        else:
+            assert isinstance(m, TimeoutNowRequest)
+            handled = handle_timeout_now_sent(self.state, m)
         assert handled is not None  # m is in flight
         self.state, reply = handled  # the handler says which reply it put in flight
         self.fresh.append(reply)
+        if isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
+            self._confirm_reads(message_id, m)
         self._follow_ups(events, start, end, reply)
         if self.replies.get(message_id) is not reply:
             # No reply in this step: it may leave once a persist covers every change
@@ -1556,6 +1987,30 @@ class _Replay:
                 reply, self.hint_source, self.nodes[i].disk.changed_at, received
             )
         return rule
+
+    def _lease_shown_over(
+        self,
+        events: Sequence[Event],
+        start: int,
+        end: int,
+        m: RequestVoteRequest | PreVoteRequest,
+    ) -> None:
+        """A follower that does not withhold from an election of a higher term (its
+        ``vote`` not ``withheld``, its ``pre_vote`` granted) is out of its lease
+        (§4.2.3): the implementation's lease (the first part of its election timer)
+        ended, so the model's lease ends first (expire_lease, enabled at any moment)."""
+        j = m.dest
+        s = self.state.servers[j]
+        if not s.ext.lease or m.term <= s.current_term:
+            return
+        if isinstance(m, RequestVoteRequest):
+            decided = find(events, start + 1, end, "vote")
+            over = decided is not None and not decided.get("withheld")
+        else:
+            decided = find(events, start + 1, end, "pre_vote")
+            over = decided is not None and bool(decided["granted"])
+        if over:
+            self._lease_over(j)
 
     def _snapshot_received(
         self,
@@ -1621,6 +2076,12 @@ class _Replay:
         elif isinstance(r, AppendEntriesResponse):
             t = handle_append_entries_response(self.state, r, self._next_index_choice(r))
             rule = "Leaders: nextIndex and matchIndex"
+        elif isinstance(r, PreVoteResponse):
+            t = handle_pre_vote_response(self.state, r)
+            rule = "Pre-candidates: count pre-votes (thesis §9.6)"
+        elif isinstance(r, TimeoutNowResponse):
+            t = handle_timeout_now_response(self.state, r)
+            rule = "Leadership transfer: TimeoutNow reply"
         else:
             assert isinstance(r, InstallSnapshotResponse)
             t = handle_install_snapshot_response(self.state, r)
@@ -1724,6 +2185,12 @@ def _check_reply(model: Message, msg: Mapping[str, Any]) -> None:
     elif isinstance(model, AppendEntriesResponse):
         if kind != "AppendEntriesReply" or bool(msg["success"]) != model.success:
             raise _Broken("AppendEntries receiver", format_message(model), _show_reply(msg))
+    elif isinstance(model, PreVoteResponse):
+        if kind != "PreVoteReply" or bool(msg["vote_granted"]) != model.vote_granted:
+            raise _Broken("PreVote receiver (thesis §9.6)", format_message(model), _show_reply(msg))
+    elif isinstance(model, TimeoutNowResponse):
+        if kind != "TimeoutNowReply":
+            raise _Broken("Reply", format_message(model), kind)
     elif kind != "InstallSnapshotReply":
         raise _Broken("Reply", format_message(model), kind)
 
