@@ -65,10 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-msgs", type=int, default=4)
     parser.add_argument("--max-restarts", type=int, default=0)
     parser.add_argument("--snapshots", action="store_true", help="with snapshot actions")
+    extensions = ("pre_vote", "check_quorum", "transfer", "read_index")
+    for name in extensions:
+        parser.add_argument("--" + name.replace("_", "-"), action="store_true")
+    parser.add_argument(
+        "--extensions", action="store_true", help="all four: Pre-Vote, CheckQuorum, ..."
+    )
     parser.add_argument("--only", choices=("plain", "symmetry"))
     parser.add_argument("--child", choices=("plain", "symmetry"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    on = {name: bool(args.extensions or getattr(args, name)) for name in extensions}
     bounds = Bounds(
+        **on,
         servers=args.servers,
         max_term=args.max_term,
         max_log=args.max_log,
@@ -93,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         f"--max-msgs={args.max_msgs}",
         f"--max-restarts={args.max_restarts}",
         *(["--snapshots"] if args.snapshots else []),
+        *("--" + name.replace("_", "-") for name in extensions if on[name]),
     ]
     print(
         f"model checker, {bounds.servers} servers, MaxTerm {bounds.max_term}, MaxLog "
         f"{bounds.max_log}, MaxMsgs {bounds.max_msgs}, MaxRestarts {bounds.max_restarts}"
-        f"{', snapshots' if bounds.snapshots else ''}; "
+        f"{', snapshots' if bounds.snapshots else ''}"
+        f"{''.join(', ' + name for name in extensions if on[name])}; "
         f"Python {platform.python_version()} ({platform.python_implementation()})",
         flush=True,
     )

@@ -13,8 +13,8 @@ from trioraft.model.search import Bounds
 from trioraft.model.state import (
     CANDIDATE,
     LEADER,
-    NOBODY,
     NO_EXT,
+    NOBODY,
     PRE_VOTE,
     READ_INDEX,
     TRANSFER,

@@ -147,19 +147,32 @@ def _expand_timeout(
     # Followers/Candidates: "if election timeout elapses ... convert to candidate"
     # (no term beyond max_term).
     if state.servers[i].current_term < bounds.max_term:
-        t = timeout(state, i)
+        lease = state.servers[i].ext.lease
+        # §4.2.3: a timer inside a lease first ends the lease (explored only here and
+        # where a vote arrives, never alone: see _expand_receive).
+        start = expire_lease(state, i) if lease else state
+        t = None if start is None else timeout(start, i)
         if t is not None:
             then: tuple[str, ...] = ()
             if not bounds.fine_grained and len(state.servers) == 1:
                 t, then = settle(t, i, mutant=mutant)
             add(tidy_network(t, 1 << i))
             if steps is not None:
-                steps.append(Step("timeout", i, then=then))
+                if lease:
+                    steps.append(Step("expire_lease", i, then=("timeout", *then)))
+                else:
+                    steps.append(Step("timeout", i, then=then))
 
 
 def _describe_timeout(step: Step, before: State, after: State) -> str:
-    term = after.servers[step.server].current_term
-    return f"server {step.server} times out, becomes candidate in term {term}"
+    return f"server {step.server}" + _told_timeout(after, step.server, 1)[1:]
+
+
+def _told_timeout(after: State, i: int, count: int) -> str:
+    s = after.servers[i]
+    if s.role == PRE_CANDIDATE:
+        return f", times out, becomes pre-candidate for term {s.current_term + 1}"
+    return f", times out, becomes candidate in term {s.current_term}"
 
 
 def _expand_request_vote(
@@ -367,6 +380,28 @@ def _expand_receive(
     # Deliver m: the receiver's rule for its kind (every handler first applies
     # All Servers: a higher term makes a follower).  A request's reply goes back to
     # its sender, so the sender's messages are tidied too.
+    _receive_once(state, m, bounds, mutant, add, steps, expire_first=False)
+    if _lease_matters(state, m):
+        # §4.2.3: the receiver's lease may have ended before this arrives; the lease
+        # is explored only where it matters (here and at a timeout), never alone.
+        leased = expire_lease(state, m.dest)
+        assert leased is not None
+        _receive_once(leased, m, bounds, mutant, add, steps, expire_first=True)
+
+
+def _lease_matters(state: State, m: Message) -> bool:
+    """Does the receiver's lease decide what ``m`` does (a vote or pre-vote of a
+    higher term, not a transfer's, at a server within its lease)?"""
+    d = state.servers[m.dest]
+    if not d.ext.lease or m.term <= d.current_term:
+        return False
+    return isinstance(m, PreVoteRequest) or (isinstance(m, RequestVoteRequest) and not m.transfer)
+
+
+def _receive_once(
+    state: State, m: Message, bounds: Bounds, mutant: str | None, add: Add,
+    steps: list[Step] | None, *, expire_first: bool,
+) -> None:  # fmt: skip
     fine = bounds.fine_grained
     dest = m.dest
     was = state.servers[dest]
@@ -383,7 +418,7 @@ def _expand_receive(
                 add(tidy_network(t, moved(was, t.servers[dest]) << dest))
                 if steps is not None:
                     steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
-        return
+        return  # (a reply: no lease decides it)
     sent: tuple[State, Message] | None
     if isinstance(m, RequestVoteRequest):
         sent = handle_request_vote_sent(state, m, mutant=mutant)
@@ -421,12 +456,19 @@ def _expand_receive(
     if t is not None:
         add(tidy_network(t, 1 << m.source | moved(was, t.servers[dest]) << dest))
         if steps is not None:
-            steps.append(Step("receive", dest, message=m, then=then))
+            steps.append(
+                Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
+            )
 
 
 def _take_receive(state: State, step: Step, mutant: str | None) -> State | None:
     if step.message is None:
         raise ValueError("step 'receive' needs a message")
+    if step.expire_lease_first:
+        leased = expire_lease(state, step.server)
+        if leased is None:
+            return None
+        state = leased
     return receive(state, step.message, next_index=step.next_index, mutant=mutant)
 
 
@@ -436,6 +478,8 @@ def _describe_receive(step: Step, before: State, after: State) -> str:
     j = m.dest
     old, new = before.servers[j], after.servers[j]
     text = f"server {j} receives {format_message(m)}"
+    if step.expire_lease_first:
+        text = f"server {j}'s lease has ended; it receives {format_message(m)}"
     if new.current_term > old.current_term:
         text += f", moves to term {new.current_term} as follower"
     if isinstance(m, RequestVoteRequest):
@@ -801,8 +845,8 @@ _PRE_CANDIDATE: Final = frozenset({PRE_CANDIDATE})
 _FOLLOWER: Final = frozenset({FOLLOWER})
 
 
-def _pre_vote(bounds: Bounds) -> bool:
-    return bounds.pre_vote
+def _never(bounds: Bounds) -> bool:
+    return False
 
 
 def _check_quorum(bounds: Bounds) -> bool:
@@ -875,6 +919,7 @@ ACTIONS: Final[dict[str, Action]] = {
             _describe_timeout,
             on_server=_expand_timeout,
             roles=_NOT_LEADER,
+            told_after=_told_timeout,
         ),
         Action(
             "become_leader",
@@ -947,7 +992,7 @@ ACTIONS: Final[dict[str, Action]] = {
             _describe_expire_lease,
             on_server=_expand_local("expire_lease", expire_lease),
             roles=_FOLLOWER,
-            explored=_pre_vote,
+            explored=_never,  # taken with the timeout or the vote it decides
         ),
         Action(
             "check_quorum",

@@ -270,6 +270,7 @@ class Step(NamedTuple):
     message: Message | None = None  # receive, drop_message, duplicate_message
     next_index: int | None = None  # receive of a rejected AppendEntries
     then: tuple[str, ...] = ()  # follow-ups of ``server`` in the same step (see settle)
+    expire_lease_first: bool = False  # receive: the receiver's lease ended just before
 
 
 def moved(old: Server, new: Server) -> int:
