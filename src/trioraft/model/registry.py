@@ -381,7 +381,7 @@ def _expand_receive(
     # All Servers: a higher term makes a follower).  A request's reply goes back to
     # its sender, so the sender's messages are tidied too.
     _receive_once(state, m, bounds, mutant, add, steps, expire_first=False)
-    if _lease_matters(state, m):
+    if bounds.pre_vote and _lease_matters(state, m):
         # §4.2.3: the receiver's lease may have ended before this arrives; the lease
         # is explored only where it matters (here and at a timeout), never alone.
         leased = expire_lease(state, m.dest)
@@ -896,6 +896,7 @@ ACTIONS: Final[dict[str, Action]] = {
             _describe_install_snapshot,
             on_server=_expand_install("install_snapshot", True),
             roles=_LEADER,
+            explored=_snapshots,  # (without snapshots no nextIndex is inside one)
         ),
         Action(
             "install_snapshot_chunk",
@@ -903,6 +904,7 @@ ACTIONS: Final[dict[str, Action]] = {
             _describe_install_snapshot_chunk,
             on_server=_expand_install("install_snapshot_chunk", False),
             roles=_LEADER,
+            explored=_snapshots,
         ),
         Action(
             "advance_commit_index",
