@@ -247,12 +247,11 @@ def message_term_at_most_sender(state: State) -> str | None:
     servers = state.servers
     for m in state.network:
         sender = servers[m.source].current_term
-        term = m.term
-        if m.kind == PRE_VOTE_REQUEST:
-            term -= 1  # it asks about the term after its sender's (thesis §9.6)
-        elif m.kind == PRE_VOTE_RESPONSE and m.vote_granted:
-            continue  # a grant carries the term it was asked about
-        if term > sender:
+        if m.term > sender:
+            if m.kind == PRE_VOTE_REQUEST and m.term == sender + 1:
+                continue  # it asks about the term after its sender's (thesis §9.6)
+            if m.kind == PRE_VOTE_RESPONSE and m[4]:
+                continue  # a granted pre-vote carries the term it was asked about
             return f"a message from server {m.source} carries term {m.term} > its term {sender}"
     return None
 
@@ -309,6 +308,8 @@ def transfer_completeness(state: State) -> str | None:
     target still in that term finds the target holding the leader's whole log, so
     the target can take over without losing an entry (thesis §3.10)."""
     servers = state.servers
+    if all(s.ext.transfer_to == NOBODY for s in servers):
+        return None
     for m in state.network:
         if m.kind != TIMEOUT_NOW_REQUEST:
             continue

@@ -373,22 +373,6 @@ def _describe_restart(step: Step, before: State, after: State) -> str:
     return text + "; loses the rest"
 
 
-def _expand_receive(
-    state: State, m: Message, bounds: Bounds, mutant: str | None, add: Add,
-    steps: list[Step] | None,
-) -> None:  # fmt: skip
-    # Deliver m: the receiver's rule for its kind (every handler first applies
-    # All Servers: a higher term makes a follower).  A request's reply goes back to
-    # its sender, so the sender's messages are tidied too.
-    _receive_once(state, m, bounds, mutant, add, steps, expire_first=False)
-    if bounds.pre_vote and _lease_matters(state, m):
-        # §4.2.3: the receiver's lease may have ended before this arrives; the lease
-        # is explored only where it matters (here and at a timeout), never alone.
-        leased = expire_lease(state, m.dest)
-        assert leased is not None
-        _receive_once(leased, m, bounds, mutant, add, steps, expire_first=True)
-
-
 def _lease_matters(state: State, m: Message) -> bool:
     """Does the receiver's lease decide what ``m`` does (a vote or pre-vote of a
     higher term, not a transfer's, at a server within its lease)?"""
@@ -398,10 +382,19 @@ def _lease_matters(state: State, m: Message) -> bool:
     return isinstance(m, PreVoteRequest) or (isinstance(m, RequestVoteRequest) and not m.transfer)
 
 
-def _receive_once(
+def _expand_receive(
     state: State, m: Message, bounds: Bounds, mutant: str | None, add: Add,
-    steps: list[Step] | None, *, expire_first: bool,
+    steps: list[Step] | None, expire_first: bool = False,
 ) -> None:  # fmt: skip
+    # Deliver m: the receiver's rule for its kind (every handler first applies
+    # All Servers: a higher term makes a follower).  A request's reply goes back to
+    # its sender, so the sender's messages are tidied too.
+    if bounds.pre_vote and not expire_first and _lease_matters(state, m):
+        # §4.2.3: the receiver's lease may have ended before this arrives; the lease
+        # is explored only where it matters (here and at a timeout), never alone.
+        leased = expire_lease(state, m.dest)
+        assert leased is not None
+        _expand_receive(leased, m, bounds, mutant, add, steps, True)
     fine = bounds.fine_grained
     dest = m.dest
     was = state.servers[dest]

@@ -34,7 +34,6 @@ from .actions import (
 from .extensions import servable, serve_read
 from .state import (
     APPEND_ENTRIES_REQUEST,
-    APPEND_ENTRIES_RESPONSE,
     CANDIDATE,
     CHECK_QUORUM,
     INSTALL_SNAPSHOT_REQUEST,
@@ -49,12 +48,10 @@ from .state import (
     REQUEST_VOTE_REQUEST,
     REQUEST_VOTE_RESPONSE,
     TIMEOUT_NOW_REQUEST,
-    TIMEOUT_NOW_RESPONSE,
     TRANSFER,
     AppendEntriesResponse,
     InstallSnapshotResponse,
     Message,
-    PreVoteResponse,
     RequestVoteRequest,
     RequestVoteResponse,
     Server,
@@ -121,14 +118,15 @@ def tidy_network(state: State, changed: int = -1) -> State:
                 new = _new(
                     RequestVoteRequest, (REQUEST_VOTE_REQUEST, 0, m.source, m.dest, 0, 0, False)
                 )
-        elif kind == PRE_VOTE_RESPONSE:
-            new = _tidy_pre_vote_response(m, d)  # type: ignore[arg-type]
         elif m.term > term:
-            if kind in (APPEND_ENTRIES_RESPONSE, INSTALL_SNAPSHOT_RESPONSE, TIMEOUT_NOW_RESPONSE):
+            # (a granted pre-vote carries the term asked about: it counts whenever its
+            # receiver asks for that term, so it stays)
+            if kind != REQUEST_VOTE_RESPONSE and not (kind == PRE_VOTE_RESPONSE and m[4]):  # type: ignore[misc]
                 new = _new(
                     RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m.term, m.source, m.dest, False)
                 )
-        elif m.term < term or kind == TIMEOUT_NOW_RESPONSE:
+        elif m.term < term or kind > INSTALL_SNAPSHOT_RESPONSE:
+            # (a PreVote or TimeoutNow reply of the receiver's term changes nothing)
             new = None
         elif isinstance(m, RequestVoteResponse):
             if not m.vote_granted or d.role != CANDIDATE or d.votes_granted >> m.source & 1:
@@ -167,17 +165,6 @@ _REQUESTS = frozenset(
         TIMEOUT_NOW_REQUEST,
     }
 )
-
-
-def _tidy_pre_vote_response(m: PreVoteResponse, d: Server) -> Message | None:
-    """A grant counts only while its receiver's term is one below it (a pre-candidate
-    may ask again at the same term, so a counted grant is kept); a refusal only
-    carries a term, which matters only if newer (then as a refused vote)."""
-    if m.vote_granted:
-        return m if m.term == d.current_term + 1 else None
-    if m.term > d.current_term:
-        return _new(RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m.term, m.source, m.dest, False))
-    return None
 
 
 def settle(state: State, i: int, *, mutant: str | None = None) -> tuple[State, tuple[str, ...]]:
