@@ -221,3 +221,24 @@ async def test_partitioned_leader_never_serves_a_read(seed: int, check_quorum: b
                 while not outcome:
                     await trio.sleep(0.01)
         assert isinstance(outcome[0], NotLeader), f"a read was served: {outcome[0]!r}"
+
+
+async def test_a_transfer_retargeted_to_a_live_peer_completes(seed: int) -> None:
+    """A transfer to a dead peer is replaced by one to a live peer (the second call
+    re-targets it): the live peer takes over, and the trace validates (the model
+    re-targets too)."""
+    async with open_cluster(3, seed=seed, raft_config=config(pre_vote=True)) as cfg:
+        leader = await cfg.check_one_leader()
+        dead, live = (leader + 1) % 3, (leader + 2) % 3
+        cfg.crash1(dead)
+        raft = cfg.rafts[leader]
+        assert raft is not None
+        assert raft.transfer_leadership(dead)
+        await trio.sleep(0.05)
+        assert raft.transfer_leadership(live)
+        new = cfg.rafts[live]
+        assert new is not None
+        with trio.fail_after(TIMEOUT_MAX):
+            while not new.get_state()[1]:
+                await trio.sleep(0.005)
+        assert not raft.get_state()[1]

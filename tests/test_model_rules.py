@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from trioraft.model import actions as a
+from trioraft.model import extensions as a_ext
 from trioraft.model.registry import ACTIONS, apply_step
 from trioraft.model.search import Step
 from trioraft.model.state import (
@@ -550,3 +551,11 @@ def test_a_pre_candidate_counts_grants_and_follows_a_higher_refusal() -> None:
     s = step(a.timeout(follower, 1)).servers[1]
     assert (s.role, s.current_term, s.voted_for, s.votes_granted) == (PRE_CANDIDATE, 1, 2, 0b010)
     assert a.timeout(ext(follower, 1, lease=True), 1) is None
+
+
+def test_a_transfer_under_way_can_be_retargeted_and_its_timeout_now_is_then_stale() -> None:
+    # §3.10 as implemented: a second transfer replaces the first.
+    leader = ext(leader_of(2, (2,), (0, 0, 0)), 0, options=TRANSFER, transfer_to=1)
+    s = step(a_ext.transfer_leadership(leader, 0, 2)).servers[0]
+    assert (s.ext.transfer_to, s.ext.abandoned, s.ext.transfers) == (2, True, 1)
+    assert a_ext.transfer_leadership(leader, 0, 1) is None  # already its target

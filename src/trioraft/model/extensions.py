@@ -63,15 +63,20 @@ def check_quorum(state: State, i: int) -> State | None:
 
 def transfer_leadership(state: State, i: int, j: int) -> State | None:
     """§3.10: leader ``i`` starts handing leadership to server ``j``: it takes no client
-    request until the transfer ends."""
+    request until the transfer ends.  A transfer under way to another server is
+    re-targeted (the implementation allows it): the TimeoutNow it may have sent is
+    stale from now on (``abandoned``)."""
     s = state.servers[i]
-    if s.role != LEADER or not s.ext.options & TRANSFER or s.ext.transfer_to != NOBODY:
+    if s.role != LEADER or not s.ext.options & TRANSFER or s.ext.transfer_to == j:
         return None
     if j == i or not 0 <= j < len(state.servers):
         return None
-    return _with(
-        state, i, s._replace(ext=s.ext._replace(transfer_to=j, transfers=s.ext.transfers + 1))
+    ext = s.ext
+    retarget = ext.transfer_to != NOBODY
+    ext = ext._replace(
+        transfer_to=j, abandoned=ext.abandoned or retarget, transfers=ext.transfers + 1
     )
+    return _with(state, i, s._replace(ext=ext))
 
 
 def timeout_now_sent(state: State, i: int) -> Sent[TimeoutNowRequest] | None:

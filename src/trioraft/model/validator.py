@@ -1301,11 +1301,12 @@ class _Replay:
 
     def _transfer_leadership(self, events: Sequence[Event], start: int, end: int) -> str:
         """Leadership transfer (thesis §3.10): a leader starts handing over to a target.
-        A new transfer while one is under way replaces it (the old one abandoned)."""
+        A new transfer while one is under way re-targets it (the model's own rule); a
+        second one to the same target starts it again (the old one abandoned)."""
         e = events[start]
         i = e["node"]
         s = self.state.servers[i]
-        if s.role == LEADER and s.ext.transfer_to != NOBODY:
+        if s.role == LEADER and s.ext.transfer_to == e["target"]:
             t = abandon_transfer(self.state, i)
             assert t is not None
             self.state = t
