@@ -145,33 +145,8 @@ class Server(NamedTuple):
     ext: Ext
 
 
-_EXT_DEFAULTS: Final = Ext(0, False, -1, False, False, (), (), (), 0, ())
-
-
-class _NoExt(tuple):  # type: ignore[type-arg]
-    """The extensions' state of a server that runs none: an empty tuple whose fields
-    read as :class:`Ext`'s defaults.  A Figure 2 check hashes and compares millions
-    of servers, and an empty tuple costs nothing there; changing a field makes a
-    real :class:`Ext`."""
-
-    __slots__ = ()
-    options = 0
-    lease = False
-    transfer_to = -1
-    abandoned = False
-    campaign = False
-    reads = ()
-    started_terms = ()
-    lease_votes = ()
-    transfers = 0
-    served = ()
-
-    def _replace(self, **changes: object) -> Ext:
-        return _EXT_DEFAULTS._replace(**changes)  # type: ignore[arg-type]
-
-
-NO_EXT: Final[Ext] = _NoExt()  # type: ignore[assignment]
-"""The extensions' state of a server that runs none of them (see :class:`_NoExt`)."""
+NO_EXT: Final = Ext(0, False, -1, False, False, (), (), (), 0, ())
+"""The extensions' state of a server that runs none of them."""
 
 
 # Message kinds: the first field of every message, so messages of different

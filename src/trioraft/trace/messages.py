@@ -65,28 +65,19 @@ def describe(message: object, sender: int, receiver: int) -> dict[str, Any]:
             conflict_index=message.conflict_index,
             conflict_term=message.conflict_term,
         )
-    elif isinstance(message, RequestVoteArgs):
+    elif isinstance(message, (RequestVoteArgs, PreVoteArgs)):
         base.update(
-            type="RequestVote",
+            type="RequestVote" if isinstance(message, RequestVoteArgs) else "PreVote",
             term=message.term,
             candidate_id=message.candidate_id,
             last_log_index=message.last_log_index,
             last_log_term=message.last_log_term,
         )
-        if message.leadership_transfer:
+        if isinstance(message, RequestVoteArgs) and message.leadership_transfer:
             base["leadership_transfer"] = True  # (absent: false)
-    elif isinstance(message, RequestVoteReply):
-        base.update(type="RequestVoteReply", term=message.term, vote_granted=message.vote_granted)
-    elif isinstance(message, PreVoteArgs):
-        base.update(
-            type="PreVote",
-            term=message.term,
-            candidate_id=message.candidate_id,
-            last_log_index=message.last_log_index,
-            last_log_term=message.last_log_term,
-        )
-    elif isinstance(message, PreVoteReply):
-        base.update(type="PreVoteReply", term=message.term, vote_granted=message.vote_granted)
+    elif isinstance(message, (RequestVoteReply, PreVoteReply)):
+        name = "RequestVoteReply" if isinstance(message, RequestVoteReply) else "PreVoteReply"
+        base.update(type=name, term=message.term, vote_granted=message.vote_granted)
     elif isinstance(message, TimeoutNowArgs):
         base.update(type="TimeoutNow", term=message.term, leader_id=message.leader_id)
     elif isinstance(message, TimeoutNowReply):
