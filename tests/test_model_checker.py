@@ -376,8 +376,8 @@ def _checking_line(bounds: Bounds, symmetry: bool) -> str:
             *[name.replace("_", "-") for name in switches],
             *(["Pre-Vote"] if bounds.pre_vote else []),
             *(["CheckQuorum"] if bounds.check_quorum else []),
-            *([f"leadership transfer (at most {bounds.max_transfers})"] if bounds.transfer else []),
-            *([f"ReadIndex (at most {bounds.max_reads} reads)"] if bounds.read_index else []),
+            *(["leadership transfer"] if bounds.transfer else []),
+            *([f"ReadIndex (at most {bounds.max_reads} waiting)"] if bounds.read_index else []),
             *(["symmetry"] if symmetry else []),
         ]
     )

@@ -38,8 +38,9 @@ def cluster(
     *servers: Server,
     network: tuple[Message, ...] = (),
     committed: tuple[Committed, ...] = (),
+    stood: int = 0,
 ) -> State:
-    return State(tuple(servers), network, committed, 0)
+    return State(tuple(servers), network, committed, 0, stood)
 
 
 def follower(term: int = 0, log: tuple[Entry, ...] = (), **changes: object) -> Server:
@@ -188,7 +189,8 @@ BAD: list[tuple[str, State, str]] = [
         cluster(
             *(follower(1, ext=NO_EXT._replace(options=PRE_VOTE)) for _ in range(3)),
         ),
-        "server 0 is in term 1, which no server stood for",
+        "server 0 is in term 1, which no server stood for after a majority of pre-votes "
+        "or a TimeoutNow (the highest: 0)",
     ),
     (
         "VoteWithholding",
@@ -197,7 +199,9 @@ BAD: list[tuple[str, State, str]] = [
     ),
     (
         "ReadIndexLinearizable",
-        cluster(leader(0, 1, (E1,), ext=NO_EXT._replace(options=READ_INDEX, served=((2, 1),)))),
+        cluster(
+            leader(0, 1, (E1,), ext=NO_EXT._replace(options=READ_INDEX, stale_reads=((2, 1),)))
+        ),
         "leader 0 served a read at index 1, but entry 2 was committed before the read began",
     ),
     (

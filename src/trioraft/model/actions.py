@@ -306,7 +306,7 @@ def timeout(state: State, i: int) -> State | None:
         return None
     if s.ext.options & PRE_VOTE:
         return _with(state, i, _campaigner(s, PRE_CANDIDATE, s.current_term, s.voted_for, i))
-    return _with(state, i, _campaigner(s, CANDIDATE, s.current_term + 1, i, i))
+    return _standing(state, i, _campaigner(s, CANDIDATE, s.current_term + 1, i, i))
 
 
 def _campaigner(s: Server, role: int, term: int, voted_for: int, i: int) -> Server:
@@ -336,7 +336,29 @@ def _campaigner(s: Server, role: int, term: int, voted_for: int, i: int) -> Serv
 def _with(state: State, i: int, server: Server) -> State:
     """``state`` with server ``i`` replaced."""
     return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+        State,
+        (
+            _with_server(state, i, server),
+            state.network,
+            state.committed,
+            state.restarts,
+            state.stood,
+        ),
+    )
+
+
+def _standing(state: State, i: int, candidate: Server) -> State:
+    """``state`` with server ``i`` replaced by ``candidate``, which stands in its term
+    (history: ``State.stood``)."""
+    return _new(
+        State,
+        (
+            _with_server(state, i, candidate),
+            state.network,
+            state.committed,
+            state.restarts,
+            max(state.stood, candidate.current_term),
+        ),
     )
 
 
@@ -362,7 +384,8 @@ def request_vote_sent(state: State, i: int, j: int) -> Sent[RequestVoteRequest] 
         ),
     )
     return _new(
-        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+        State,
+        (state.servers, _bag_add(state.network, m), state.committed, state.restarts, state.stood),
     ), m
 
 
@@ -388,7 +411,9 @@ def handle_request_vote_sent(
         network = _bag_replace(state.network, m, reply)
         if network is None:
             return None
-        return _new(State, (state.servers, network, state.committed, state.restarts)), reply
+        return _new(
+            State, (state.servers, network, state.committed, state.restarts, state.stood)
+        ), reply
     s = _observe_term(s, m.term)
     granted = False
     if (
@@ -428,7 +453,7 @@ def handle_request_vote_sent(
     if network is None:
         return None
     servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
-    return _new(State, (servers, network, state.committed, state.restarts)), reply
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood)), reply
 
 
 def handle_request_vote(
@@ -466,7 +491,7 @@ def handle_request_vote_response(state: State, m: RequestVoteResponse) -> State 
             ),
         )
     servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood))
 
 
 def become_leader(state: State, i: int) -> State | None:
@@ -497,7 +522,14 @@ def become_leader(state: State, i: int) -> State | None:
         ),
     )
     return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+        State,
+        (
+            _with_server(state, i, server),
+            state.network,
+            state.committed,
+            state.restarts,
+            state.stood,
+        ),
     )
 
 
@@ -518,7 +550,8 @@ def pre_vote_sent(state: State, i: int, j: int) -> Sent[PreVoteRequest] | None:
         (PRE_VOTE_REQUEST, s.current_term + 1, i, j, log[-1].term if log else 0, len(log)),
     )
     return _new(
-        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+        State,
+        (state.servers, _bag_add(state.network, m), state.committed, state.restarts, state.stood),
     ), m
 
 
@@ -551,7 +584,7 @@ def handle_pre_vote_sent(
     if network is None:
         return None
     servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
-    return _new(State, (servers, network, state.committed, state.restarts)), reply
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood)), reply
 
 
 def handle_pre_vote(state: State, m: PreVoteRequest, *, mutant: str | None = None) -> State | None:
@@ -572,7 +605,7 @@ def handle_pre_vote_response(state: State, m: PreVoteResponse) -> State | None:
     elif s.role == PRE_CANDIDATE and m.term == s.current_term + 1:
         s = s._replace(votes_granted=s.votes_granted | 1 << m.source)
     servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood))
 
 
 def become_candidate(state: State, i: int) -> State | None:
@@ -581,18 +614,14 @@ def become_candidate(state: State, i: int) -> State | None:
     s = state.servers[i]
     if s.role != PRE_CANDIDATE or 2 * s.votes_granted.bit_count() <= len(state.servers):
         return None
-    return _with(state, i, _stand(s, i, campaign=False))
+    return _standing(state, i, _stand(s, i, campaign=False))
 
 
 def _stand(s: Server, i: int, *, campaign: bool) -> Server:
-    """Server ``i`` stands for term + 1 (history: a term a majority pre-approved, or a
-    transfer's)."""
-    term = s.current_term + 1
-    server = _campaigner(s, CANDIDATE, term, i, i)
-    ext = server.ext
-    return server._replace(
-        ext=ext._replace(campaign=campaign, started_terms=(*ext.started_terms, term))
-    )
+    """Server ``i`` stands for term + 1: a term a majority pre-approved, or a
+    transfer's (``campaign``)."""
+    server = _campaigner(s, CANDIDATE, s.current_term + 1, i, i)
+    return server._replace(ext=server.ext._replace(campaign=campaign)) if campaign else server
 
 
 def handle_timeout_now_sent(state: State, m: TimeoutNowRequest) -> Sent[TimeoutNowResponse] | None:
@@ -608,7 +637,8 @@ def handle_timeout_now_sent(state: State, m: TimeoutNowRequest) -> Sent[TimeoutN
     if network is None:
         return None
     servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
-    return _new(State, (servers, network, state.committed, state.restarts)), reply
+    stood = max(state.stood, s.current_term) if s.role == CANDIDATE else state.stood
+    return _new(State, (servers, network, state.committed, state.restarts, stood)), reply
 
 
 def handle_timeout_now(state: State, m: TimeoutNowRequest) -> State | None:
@@ -624,7 +654,7 @@ def handle_timeout_now_response(state: State, m: TimeoutNowResponse) -> State | 
     i = m.dest
     s = _observe_term(state.servers[i], m.term)
     servers = state.servers if s is state.servers[i] else _with_server(state, i, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood))
 
 
 # --------------------------------------------------------------------- replication
@@ -664,7 +694,14 @@ def client_request(
         ),
     )
     return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+        State,
+        (
+            _with_server(state, i, server),
+            state.network,
+            state.committed,
+            state.restarts,
+            state.stood,
+        ),
     )
 
 
@@ -696,7 +733,8 @@ def append_entries_sent(
         ),
     )
     return _new(
-        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+        State,
+        (state.servers, _bag_add(state.network, m), state.committed, state.restarts, state.stood),
     ), m
 
 
@@ -784,7 +822,7 @@ def handle_append_entries_sent(
     if network is None:
         return None
     servers = state.servers if s is old else _with_server(state, j, s)
-    return _new(State, (servers, network, committed, state.restarts)), reply
+    return _new(State, (servers, network, committed, state.restarts, state.stood)), reply
 
 
 def handle_append_entries(
@@ -864,7 +902,7 @@ def handle_append_entries_response(
             ),
         )
     servers = state.servers if s is old else _with_server(state, i, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood))
 
 
 def commit_index_limit(state: State, i: int) -> int:
@@ -896,7 +934,10 @@ def advance_commit_index(
     if s.log[index - 1].term != s.current_term and mutant != COMMIT_OLD_TERM_BY_COUNTING:
         return None  # Figure 8: never commit an older term's entry by counting replicas
     server, committed = _set_commit_index(state, i, s, index)
-    return _new(State, (_with_server(state, i, server), state.network, committed, state.restarts))
+    return _new(
+        State,
+        (_with_server(state, i, server), state.network, committed, state.restarts, state.stood),
+    )
 
 
 def _with_applied(
@@ -923,7 +964,14 @@ def _with_applied(
         ),
     )
     return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+        State,
+        (
+            _with_server(state, i, server),
+            state.network,
+            state.committed,
+            state.restarts,
+            state.stood,
+        ),
     )
 
 
@@ -980,7 +1028,14 @@ def restart(state: State, i: int, *, mutant: str | None = None) -> State | None:
         ),
     )
     restarted = _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts + 1)
+        State,
+        (
+            _with_server(state, i, server),
+            state.network,
+            state.committed,
+            state.restarts + 1,
+            state.stood,
+        ),
     )
     return apply_snapshot(restarted, i, snapshot) if snapshot else restarted
 
@@ -990,14 +1045,17 @@ def drop_message(state: State, m: Message) -> State | None:
     network = _bag_remove(state.network, m)
     if network is None:
         return None
-    return _new(State, (state.servers, network, state.committed, state.restarts))
+    return _new(State, (state.servers, network, state.committed, state.restarts, state.stood))
 
 
 def duplicate_message(state: State, m: Message) -> State | None:
     """The network delivers ``m`` twice: one more copy is in flight."""
     if m not in state.network:
         return None
-    return _new(State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts))
+    return _new(
+        State,
+        (state.servers, _bag_add(state.network, m), state.committed, state.restarts, state.stood),
+    )
 
 
 def receive(
@@ -1041,7 +1099,14 @@ def take_snapshot(state: State, i: int, index: int) -> State | None:
         return None
     server = s._replace(snapshot_index=index)
     return _new(
-        State, (_with_server(state, i, server), state.network, state.committed, state.restarts)
+        State,
+        (
+            _with_server(state, i, server),
+            state.network,
+            state.committed,
+            state.restarts,
+            state.stood,
+        ),
     )
 
 
@@ -1068,7 +1133,8 @@ def install_snapshot_sent(
         else (INSTALL_SNAPSHOT_REQUEST, s.current_term, i, j, 0, 0, ()),
     )
     return _new(
-        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+        State,
+        (state.servers, _bag_add(state.network, m), state.committed, state.restarts, state.stood),
     ), m
 
 
@@ -1127,7 +1193,7 @@ def handle_install_snapshot_sent(
     if network is None:
         return None
     servers = state.servers if s is old else _with_server(state, j, s)
-    return _new(State, (servers, network, committed, state.restarts)), reply
+    return _new(State, (servers, network, committed, state.restarts, state.stood)), reply
 
 
 def handle_install_snapshot(
@@ -1158,7 +1224,7 @@ def handle_install_snapshot_response(state: State, m: InstallSnapshotResponse) -
         if match_indexes is not s.match_index or next_indexes is not s.next_index:
             s = s._replace(next_index=next_indexes, match_index=match_indexes)
     servers = state.servers if s is old else _with_server(state, i, s)
-    return _new(State, (servers, network, state.committed, state.restarts))
+    return _new(State, (servers, network, state.committed, state.restarts, state.stood))
 
 
 def apply_snapshot(state: State, i: int, index: int) -> State | None:

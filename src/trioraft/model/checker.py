@@ -171,9 +171,8 @@ def _name_free_ext(ext: Ext) -> tuple[object, ...]:
         ext.abandoned,
         ext.campaign,
         tuple((read.floor, read.acks.bit_count()) for read in ext.reads),
-        ext.started_terms,
         ext.lease_votes,
-        ext.served,
+        ext.stale_reads,
     )
 
 
@@ -237,7 +236,7 @@ class Fingerprinter:
     def of(self, state: State, servers_hash: int) -> int:
         """The fingerprint of ``state``, whose servers hash to ``servers_hash``."""
         if not self.symmetry:
-            return hash((servers_hash, state.network, state.committed, state.restarts))
+            return hash((servers_hash, state.network, state.committed, state.restarts, state.stood))
         best: int | None = None
         for new_name, _, renamed_hash in self._renamings_of(state, servers_hash):
             if new_name is None:
@@ -246,7 +245,7 @@ class Fingerprinter:
                 network = tuple(
                     sorted((*m[:2], new_name[m[2]], new_name[m[3]], *m[4:]) for m in state.network)
                 )
-            fp = hash((renamed_hash, network, state.committed, state.restarts))
+            fp = hash((renamed_hash, network, state.committed, state.restarts, state.stood))
             if best is None or fp < best:
                 best = fp
         assert best is not None
@@ -270,8 +269,12 @@ class Fingerprinter:
                     _new(type(m), (*m[:2], new_name[m[2]], new_name[m[3]], *m[4:]))
                     for m in state.network
                 )
-                candidate = _new(State, (renamed, tuple(network), state.committed, state.restarts))
-            fp = hash((renamed_hash, candidate.network, state.committed, state.restarts))
+                candidate = _new(
+                    State, (renamed, tuple(network), state.committed, state.restarts, state.stood)
+                )
+            fp = hash(
+                (renamed_hash, candidate.network, state.committed, state.restarts, state.stood)
+            )
             if best is None or fp < best[0]:
                 best = (fp, candidate, renamed_hash)
         assert best is not None
@@ -451,7 +454,9 @@ def _search(
                 if symmetry:
                     fp = fingerprint_with(child, servers_hash)
                 else:  # Fingerprinter.of, inlined
-                    fp = hash((servers_hash, child.network, child.committed, child.restarts))
+                    fp = hash(
+                        (servers_hash, child.network, child.committed, child.restarts, child.stood)
+                    )
                 if fp in parents:
                     continue
                 parents[fp] = state_fp

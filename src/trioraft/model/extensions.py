@@ -72,10 +72,7 @@ def transfer_leadership(state: State, i: int, j: int) -> State | None:
     if j == i or not 0 <= j < len(state.servers):
         return None
     ext = s.ext
-    retarget = ext.transfer_to != NOBODY
-    ext = ext._replace(
-        transfer_to=j, abandoned=ext.abandoned or retarget, transfers=ext.transfers + 1
-    )
+    ext = ext._replace(transfer_to=j, abandoned=ext.abandoned or ext.transfer_to != NOBODY)
     return _with(state, i, s._replace(ext=ext))
 
 
@@ -88,7 +85,8 @@ def timeout_now_sent(state: State, i: int) -> Sent[TimeoutNowRequest] | None:
         return None
     m = _new(TimeoutNowRequest, (TIMEOUT_NOW_REQUEST, s.current_term, i, j))
     return _new(
-        State, (state.servers, _bag_add(state.network, m), state.committed, state.restarts)
+        State,
+        (state.servers, _bag_add(state.network, m), state.committed, state.restarts, state.stood),
     ), m
 
 
@@ -169,13 +167,13 @@ def serve_read(
     s = state.servers[i]
     reads = s.ext.reads
     first = len(reads) if count is None else count
-    served = tuple(
-        (read.floor, s.commit_index) for read in reads[:first] if _confirmed(state, read, mutant)
-    )
-    if not served:
+    confirmed = [read for read in reads[:first] if _confirmed(state, read, mutant)]
+    if not confirmed:
         return None
     waiting = tuple(
         read for k, read in enumerate(reads) if k >= first or not _confirmed(state, read, mutant)
     )
-    ext = s.ext._replace(reads=waiting, served=(*s.ext.served, *served))
+    # History: only a read served below its floor is kept (ReadIndexLinearizable).
+    stale = tuple((read.floor, s.commit_index) for read in confirmed if s.commit_index < read.floor)
+    ext = s.ext._replace(reads=waiting, stale_reads=(*s.ext.stale_reads, *stale))
     return _with(state, i, s._replace(ext=ext))

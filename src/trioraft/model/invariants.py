@@ -262,16 +262,17 @@ def message_term_at_most_sender(state: State) -> str | None:
 def pre_vote_terms(state: State) -> str | None:
     """With Pre-Vote, every term a server holds was first reached by a server that won
     a majority of pre-votes for it, or stood on a leadership transfer's TimeoutNow
-    (thesis §9.6: no term rises without an election a majority would support)."""
+    (thesis §9.6: no term rises without an election a majority would support).
+    History: ``State.stood``, the highest term stood for so far (terms stood for
+    rise one at a time, so every term up to it was stood for)."""
     servers = state.servers
     if not all(s.ext.options & PRE_VOTE for s in servers):
         return None
-    started = {term for s in servers for term in s.ext.started_terms}
     for i, s in enumerate(servers):
-        if s.current_term and s.current_term not in started:
+        if s.current_term > state.stood:
             return (
                 f"server {i} is in term {s.current_term}, which no server stood for after "
-                f"a majority of pre-votes or a TimeoutNow"
+                f"a majority of pre-votes or a TimeoutNow (the highest: {state.stood})"
             )
     return None
 
@@ -294,8 +295,8 @@ def read_index_linearizable(state: State) -> str | None:
     anywhere was at an index <= R: a read sees every write committed before it
     began (ReadIndex, thesis §6.4)."""
     for i, s in enumerate(state.servers):
-        for floor, index in s.ext.served:
-            if index < floor:
+        for floor, index in s.ext.stale_reads:
+            if index < floor:  # (only such reads are kept: state.Ext.stale_reads)
                 return (
                     f"leader {i} served a read at index {index}, but entry {floor} was "
                     "committed before the read began"

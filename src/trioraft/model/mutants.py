@@ -45,7 +45,6 @@ class MutantBounds:
     transfer: bool = False
     read_index: bool = False
     max_reads: int = 1
-    max_transfers: int = 1
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ _ALL: Final = (
         "ClientRequest stays enabled while the leader transfers leadership (thesis §3.10): "
         "the target it told to stand lacks the new entry",
         "TransferCompleteness",
-        MutantBounds(servers=3, max_term=1, max_log=1, max_msgs=1, transfer=True),
+        MutantBounds(servers=3, max_term=2, max_log=1, max_msgs=1, transfer=True),
     ),
 )
 

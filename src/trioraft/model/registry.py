@@ -736,8 +736,9 @@ def _expand_transfer_leadership(
     state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
     steps: list[Step] | None,
 ) -> None:  # fmt: skip
-    # §3.10: a leader starts a transfer (at most max_transfers in a run).
-    if sum(s.ext.transfers for s in state.servers) < bounds.max_transfers:
+    # §3.10: a leader starts a transfer, below max_term (its target stands in the
+    # next term, as a Timeout would).
+    if state.servers[i].current_term < bounds.max_term:
         _transfer_to_peers(state, i, bounds, mutant, add, steps)
 
 
@@ -776,9 +777,8 @@ def _expand_read_index(
     state: State, i: int, bounds: Bounds, mutant: str | None, add: Add,
     steps: list[Step] | None,
 ) -> None:  # fmt: skip
-    # §6.4: a read arrives (at most max_reads in a run).
-    started = sum(len(s.ext.reads) + len(s.ext.served) for s in state.servers)
-    if started >= bounds.max_reads:
+    # §6.4: a read arrives (at most max_reads waiting at once, cluster-wide).
+    if sum(len(s.ext.reads) for s in state.servers) >= bounds.max_reads:
         return
     t = read_index(state, i)
     if t is not None:

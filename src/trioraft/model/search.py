@@ -153,7 +153,7 @@ def tidy_network(state: State, changed: int = -1) -> State:
     if kept is None:
         return state
     kept.sort()
-    return _new(State, (servers, tuple(kept), state.committed, state.restarts))
+    return _new(State, (servers, tuple(kept), state.committed, state.restarts, state.stood))
 
 
 _REQUESTS = frozenset(
@@ -231,8 +231,7 @@ class Bounds(NamedTuple):
     check_quorum: bool = False  # CheckQuorum (§6.2)
     transfer: bool = False  # leadership transfer (§3.10)
     read_index: bool = False  # ReadIndex (§6.4)
-    max_reads: int = 1  # ReadIndex: reads started in a whole behaviour
-    max_transfers: int = 1  # leadership transfers started in a whole behaviour
+    max_reads: int = 1  # ReadIndex: reads waiting at once, cluster-wide
 
     @property
     def options(self) -> int:

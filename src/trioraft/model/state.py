@@ -26,7 +26,8 @@ checker see the same thing:
 - ``Server.applied``: every ``(index, term, value)`` this server ever applied,
   kept across restarts (State Machine Safety);
 - ``State.committed``: every entry ever known committed by some server, with
-  the earliest term in which it was (Leader Completeness).
+  the earliest term in which it was (Leader Completeness);
+- ``State.stood``: the highest term any server stood for (PreVoteTerms).
 
 The log is a tuple of entries, index 1 first (entry k is ``log[k - 1]``).
 Snapshots (Figure 13) are ``Server.snapshot_index``: the log keeps every
@@ -109,10 +110,11 @@ class Ext(NamedTuple):
     campaign: bool  # candidate: its election was started by a TimeoutNow (§3.10)
     reads: tuple[Read, ...]  # leader: reads waiting for their round
     # History (kept across restarts; never read by the rules).
-    started_terms: tuple[int, ...]  # terms it stood for after a pre-vote majority or TimeoutNow
     lease_votes: tuple[int, ...]  # terms of votes it granted inside a lease (never, but a mutant)
-    transfers: int  # leadership transfers it started (the checker bounds them)
-    served: tuple[tuple[int, int], ...]  # reads it served: (floor, index)
+    # Reads it served at an index below their floor: (floor, index) (never, but a
+    # mutant).  A read served at or above its floor can never become a violation,
+    # so it is not kept: the search does not split on reads long served.
+    stale_reads: tuple[tuple[int, int], ...]
 
 
 class Server(NamedTuple):
@@ -145,7 +147,7 @@ class Server(NamedTuple):
     ext: Ext
 
 
-NO_EXT: Final = Ext(0, False, -1, False, False, (), (), (), 0, ())
+NO_EXT: Final = Ext(0, False, -1, False, False, (), (), ())
 """The extensions' state of a server that runs none of them."""
 
 
@@ -449,6 +451,11 @@ class State(NamedTuple):
     network: tuple[Message, ...]
     committed: tuple[Committed, ...]
     restarts: int
+    # History: the highest term any server stood for as a candidate (Timeout; with
+    # Pre-Vote, a pre-vote majority; or a transfer's TimeoutNow).  No server may
+    # hold a higher term (PreVoteTerms).  In a correct run it is the highest term
+    # held, so it never splits states.
+    stood: int
 
 
 def initial_server(options: int = 0) -> Server:
@@ -478,7 +485,7 @@ def initial_state(servers: int, options: int = 0) -> State:
     if servers < 1:
         raise ValueError(f"a cluster needs at least 1 server, got {servers}")
     boot = initial_server(options)
-    return State(servers=(boot,) * servers, network=(), committed=(), restarts=0)
+    return State(servers=(boot,) * servers, network=(), committed=(), restarts=0, stood=0)
 
 
 def last_log_index(server: Server) -> int:
