@@ -96,8 +96,10 @@ def append(
 
 def test_timeout_makes_a_candidate_of_the_next_term_voting_for_itself() -> None:
     # Candidates: "increment currentTerm, vote for self".
-    s = step(a.timeout(initial_state(3), 1)).servers[1]
+    after = step(a.timeout(initial_state(3), 1))
+    s = after.servers[1]
     assert (s.current_term, s.role, s.voted_for, s.votes_granted) == (1, CANDIDATE, 1, 0b010)
+    assert after.stood == 1  # history: the highest term stood for
     leader = changed(initial_state(3), 0, role=LEADER)
     assert a.timeout(leader, 0) is None  # a leader has no election timeout
 
@@ -506,6 +508,20 @@ def test_a_pre_vote_is_granted_without_changing_the_voter() -> None:
     behind = changed(state, 1, current_term=1)
     reply = only(step(a.handle_pre_vote(sent(behind, stale), stale)), PreVoteResponse)
     assert not reply.vote_granted and reply.term == 1  # not above its term: its own term
+
+
+def test_a_pre_candidate_stands_only_with_a_majority_of_pre_votes() -> None:
+    # §9.6: the timer makes a pre-candidate (no term stood for); a majority starts the
+    # election, and only then is term + 1 a term stood for (State.stood).
+    state = step(a.timeout(ext(initial_state(3), 1, options=PRE_VOTE), 1))
+    s = state.servers[1]
+    assert (s.role, s.current_term, s.votes_granted, state.stood) == (PRE_CANDIDATE, 0, 0b010, 0)
+    assert a.become_candidate(state, 1) is None  # its own pre-vote is no majority
+    grant = pre_vote_response(term=1, source=0, dest=1, vote_granted=True)
+    state = step(a.handle_pre_vote_response(sent(state, grant), grant))
+    after = step(a.become_candidate(state, 1))
+    s = after.servers[1]
+    assert (s.role, s.current_term, s.voted_for, after.stood) == (CANDIDATE, 1, 1, 1)
 
 
 def test_a_server_in_its_lease_withholds_votes_and_pre_votes_unless_a_transfer_asks() -> None:
