@@ -63,7 +63,9 @@ class SimulationFailure(Exception):
 
 @dataclass
 class Failover:
-    """A fault took the leader away at ``start``; a new one was elected at ``end``."""
+    """A fault took the leader away at ``start``; at ``end`` a leader that can lead
+    held the highest term again: a new one elected, or the old one back when its
+    fault ended."""
 
     fault: str
     start: float
@@ -193,8 +195,22 @@ class _Observer:
             self.result.leaders[state[0]] = me
             pending, injector = self.pending, self.injector
             if pending is not None and injector is not None and injector.can_lead(me):
-                pending.end = trio.current_time()
-                self.pending = None
+                self._close()
+
+    def fault_ended(self, cfg: Cluster) -> None:
+        """A fault ended: a leader it had cut off may simply lead again (a deaf or
+        briefly isolated leader, with no election), which ends the failover too."""
+        if self.pending is None or self.injector is None:
+            return
+        leader = _current_leader(cfg, self.injector)
+        terms = {i: rf.get_state()[0] for i, rf in enumerate(cfg.rafts) if rf is not None}
+        if leader is not None and terms[leader] == max(terms.values()):
+            self._close()
+
+    def _close(self) -> None:
+        assert self.pending is not None
+        self.pending.end = trio.current_time()
+        self.pending = None
 
 
 async def _simulate(
@@ -341,6 +357,7 @@ async def _chaos(
         if not starts:
             if k in started:
                 injector.end(fault)
+                observer.fault_ended(cfg)
             continue
         leader = _current_leader(cfg, injector)
         nodes = injector.begin(fault)
