@@ -108,6 +108,8 @@ MessageExpander = Callable[[State, Message, Bounds, str | None, Add, list[Step] 
 Describe = Callable[[Step, State, State], str]
 ToldAfter = Callable[[State, int, int], str]
 
+_new = tuple.__new__
+
 ALL_ROLES: Final = frozenset({FOLLOWER, CANDIDATE, LEADER, PRE_CANDIDATE})
 
 
@@ -1088,11 +1090,13 @@ def apply_step(state: State, step: Step, mutant: str | None = None) -> State | N
 
 class _Plan(NamedTuple):
     """What :func:`_expand` calls for ``bounds``: per role, the server expanders; the
-    message expanders."""
+    message expanders; whether those are exactly receive, drop and duplicate (then
+    :func:`_expand` takes the two network faults itself, without a call each)."""
 
     bounds: Bounds
     by_role: tuple[tuple[Expander, ...], ...]
     per_message: tuple[MessageExpander, ...]
+    faults_inline: bool
 
 
 _plans: dict[Bounds, _Plan] = {}
@@ -1110,7 +1114,8 @@ def _plan(bounds: Bounds) -> _Plan:
             for role in (FOLLOWER, CANDIDATE, LEADER, PRE_CANDIDATE)  # indexed by role
         )
         per_message = tuple(a.on_message for a in explored if a.on_message is not None)
-        plan = _plans[bounds] = _Plan(bounds, by_role, per_message)
+        inline = per_message == (_expand_receive, _expand_drop_message, _expand_duplicate_message)
+        plan = _plans[bounds] = _Plan(bounds, by_role, per_message, inline)
     _last[:] = [plan]
     return plan
 
@@ -1126,17 +1131,42 @@ def _expand(
     add = out.append
     by_role = plan.by_role
     servers = state.servers
-    for i in range(len(servers)):
-        for expand in by_role[servers[i].role]:
+    i = 0
+    for s in servers:
+        for expand in by_role[s.role]:
             expand(state, i, bounds, mutant, add, steps)
-    per_message = plan.per_message
+        i += 1
+    network = state.network
+    if not network:
+        return out
     previous: Message | None = None
-    for m in state.network:
-        if m == previous:
-            continue  # the bag is sorted: copies of a message are adjacent
-        previous = m
-        for expand_message in per_message:
-            expand_message(state, m, bounds, mutant, add, steps)
+    if not plan.faults_inline:
+        per_message = plan.per_message
+        for m in network:
+            if m == previous:
+                continue  # the bag is sorted: copies of a message are adjacent
+            previous = m
+            for expand_message in per_message:
+                expand_message(state, m, bounds, mutant, add, steps)
+        return out
+    # Receive, then drop_message and duplicate_message inlined (what
+    # _expand_drop_message and _expand_duplicate_message do, with the message's
+    # place in the sorted bag known: its first copy is at k).
+    room = len(network) < bounds.max_msgs
+    rest = state[2:]  # committed, restarts (and any later field): kept as they are
+    k = 0
+    for m in network:
+        if m != previous:
+            previous = m
+            _expand_receive(state, m, bounds, mutant, add, steps)
+            add(_new(State, (servers, network[:k] + network[k + 1 :], *rest)))
+            if steps is not None:
+                steps.append(Step("drop_message", message=m))
+            if room:
+                add(_new(State, (servers, network[:k] + (m,) + network[k:], *rest)))
+                if steps is not None:
+                    steps.append(Step("duplicate_message", message=m))
+        k += 1
     return out
 
 
