@@ -149,8 +149,9 @@ def _expand_timeout(
 ) -> None:  # fmt: skip
     # Followers/Candidates: "if election timeout elapses ... convert to candidate"
     # (no term beyond max_term).
-    if state.servers[i].current_term < bounds.max_term:
-        lease = state.servers[i].ext.lease
+    s = state.servers[i]
+    if s.current_term < bounds.max_term:
+        lease = s.ext.lease
         # §4.2.3: a timer inside a lease first ends the lease (explored only here and
         # where a vote arrives, never alone: see _expand_receive).
         start = expire_lease(state, i) if lease else state
