@@ -229,6 +229,10 @@ class Fingerprinter:
     def __init__(self, symmetry: bool) -> None:
         self.symmetry = symmetry
         self._renamings: dict[int, tuple[Renaming, ...]] = {}
+        self.named: set[int] = set()
+        """The hashes of servers tuples already in canonical order, with no tie (their
+        one canonical renaming keeps the names, so a state with them is canonical
+        and fingerprinted as without symmetry).  Filled as :meth:`of` meets them."""
 
     def __call__(self, state: State) -> int:
         return self.of(state, hash(state.servers))
@@ -285,6 +289,8 @@ class Fingerprinter:
         if renamings is None:
             renamings = canonical_renamings(state.servers)
             self._renamings[servers_hash] = renamings
+            if len(renamings) == 1 and renamings[0][0] is None:
+                self.named.add(servers_hash)
         return renamings
 
 
@@ -390,6 +396,7 @@ def _search(
     fingerprint_of = Fingerprinter(symmetry)
     fingerprint_with = fingerprint_of.of
     canonical_of = fingerprint_of.canonical
+    named = fingerprint_of.named  # (servers hashes whose states are canonical as they are)
     init_fp = fingerprint_of(init)
     parents: dict[int, int] = {init_fp: init_fp}
     transitions = 0
@@ -451,9 +458,9 @@ def _search(
             for child in children:
                 servers = child.servers
                 servers_hash = parent_hash if servers is parent_servers else hash(servers)
-                if symmetry:
+                if symmetry and servers_hash not in named:
                     fp = fingerprint_with(child, servers_hash)
-                else:  # Fingerprinter.of, inlined
+                else:  # Fingerprinter.of, inlined for one renaming, keeping the names
                     fp = hash(
                         (servers_hash, child.network, child.committed, child.restarts, child.stood)
                     )
@@ -477,7 +484,7 @@ def _search(
                 for inv in on_state:
                     if inv.check(child) is not None:
                         return violation_found(child, fp, depth)
-                if symmetry:
+                if symmetry and servers_hash not in named:
                     child, servers_hash = canonical_of(child, servers_hash)
                 keep((child, fp, servers_hash))
                 if len(parents) >= checkpoint:

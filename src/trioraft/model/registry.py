@@ -97,6 +97,7 @@ from .state import (
     RequestVoteResponse,
     State,
     TimeoutNowRequest,
+    TimeoutNowResponse,
     format_log,
     format_message,
 )
@@ -107,6 +108,8 @@ Expander = Callable[[State, int, Bounds, str | None, Add, list[Step] | None], No
 MessageExpander = Callable[[State, Message, Bounds, str | None, Add, list[Step] | None], None]
 Describe = Callable[[Step, State, State], str]
 ToldAfter = Callable[[State, int, int], str]
+
+_new = tuple.__new__
 
 ALL_ROLES: Final = frozenset({FOLLOWER, CANDIDATE, LEADER, PRE_CANDIDATE})
 
@@ -146,8 +149,9 @@ def _expand_timeout(
 ) -> None:  # fmt: skip
     # Followers/Candidates: "if election timeout elapses ... convert to candidate"
     # (no term beyond max_term).
-    if state.servers[i].current_term < bounds.max_term:
-        lease = state.servers[i].ext.lease
+    s = state.servers[i]
+    if s.current_term < bounds.max_term:
+        lease = s.ext.lease
         # §4.2.3: a timer inside a lease first ends the lease (explored only here and
         # where a vote arrives, never alone: see _expand_receive).
         start = expire_lease(state, i) if lease else state
@@ -395,63 +399,170 @@ def _expand_receive(
         leased = expire_lease(state, m.dest)
         assert leased is not None
         _expand_receive(leased, m, bounds, mutant, add, steps, True)
-    fine = bounds.fine_grained
-    dest = m.dest
-    was = state.servers[dest]
+    _RECEIVE[m.kind](state, m, bounds.fine_grained, mutant, add, steps, expire_first)
+
+
+Receiver = Callable[..., None]  # (state, m, fine, mutant, add, steps, expire_first), m of its kind
+
+
+def _receive_request_vote(
+    state: State, m: RequestVoteRequest, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    sent = handle_request_vote_sent(state, m, mutant=mutant)
+    if sent is not None:
+        t = sent[0]
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        if steps is not None:
+            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
+
+
+def _receive_request_vote_response(
+    state: State, m: RequestVoteResponse, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
     then: tuple[str, ...] = ()
-    t: State | None
-    if isinstance(m, AppendEntriesResponse):
-        choices = next_index_choices(state, m)
-        for choice in choices or (None,):
-            then = ()
-            t = handle_append_entries_response(state, m, choice)
-            if t is not None:
-                if not fine and m.success:
-                    t, then = settle(t, dest, mutant=mutant)
-                add(tidy_network(t, moved(was, t.servers[dest]) << dest))
-                if steps is not None:
-                    steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
-        return  # (a reply: no lease decides it)
-    sent: tuple[State, Message] | None
-    if isinstance(m, RequestVoteRequest):
-        sent = handle_request_vote_sent(state, m, mutant=mutant)
-        t = None if sent is None else sent[0]
-    elif isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
-        if isinstance(m, AppendEntriesRequest):
-            sent = handle_append_entries_sent(state, m, mutant=mutant)
-        else:
-            sent = handle_install_snapshot_sent(state, m, mutant=mutant)
-        t = None if sent is None else sent[0]
-        if not fine and t is not None:
-            r = t.servers[dest]
-            if r.last_applied < r.commit_index:
-                t, then = settle(t, dest, mutant=mutant)
-    elif isinstance(m, RequestVoteResponse):
-        t = handle_request_vote_response(state, m)
-        if not fine and m.vote_granted and t is not None:
-            t, then = settle(t, dest, mutant=mutant)
-    elif isinstance(m, InstallSnapshotResponse):
-        t = handle_install_snapshot_response(state, m)
-        if not fine and m.last_included_index and t is not None:
-            t, then = settle(t, dest, mutant=mutant)
-    elif isinstance(m, PreVoteRequest):
-        sent = handle_pre_vote_sent(state, m, mutant=mutant)
-        t = None if sent is None else sent[0]
-    elif isinstance(m, PreVoteResponse):
-        t = handle_pre_vote_response(state, m)
-        if not fine and m.vote_granted and t is not None:
-            t, then = settle(t, dest, mutant=mutant)
-    elif isinstance(m, TimeoutNowRequest):
-        sent = handle_timeout_now_sent(state, m)
-        t = None if sent is None else sent[0]
-    else:
-        t = handle_timeout_now_response(state, m)
+    t = handle_request_vote_response(state, m)
+    if not fine and m.vote_granted and t is not None:
+        t, then = settle(t, m.dest, mutant=mutant)
     if t is not None:
-        add(tidy_network(t, 1 << m.source | moved(was, t.servers[dest]) << dest))
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
         if steps is not None:
             steps.append(
                 Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
             )
+
+
+def _receive_append_entries(
+    state: State, m: AppendEntriesRequest | InstallSnapshotRequest, fine: bool,
+    mutant: str | None, add: Add, steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    then: tuple[str, ...] = ()
+    sent: tuple[State, Message] | None
+    if isinstance(m, AppendEntriesRequest):
+        sent = handle_append_entries_sent(state, m, mutant=mutant)
+    else:
+        assert isinstance(m, InstallSnapshotRequest)
+        sent = handle_install_snapshot_sent(state, m, mutant=mutant)
+    if sent is None:
+        return
+    t = sent[0]
+    dest = m.dest
+    if not fine:
+        r = t.servers[dest]
+        if r.last_applied < r.commit_index:
+            t, then = settle(t, dest, mutant=mutant)
+    add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+    if steps is not None:
+        steps.append(Step("receive", dest, message=m, then=then, expire_lease_first=expire_first))
+
+
+def _receive_append_entries_response(
+    state: State, m: AppendEntriesResponse, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    # (a reply: no lease decides it, and nothing is sent back)
+    dest = m.dest
+    was = state.servers[dest]
+    for choice in next_index_choices(state, m) or (None,):
+        then: tuple[str, ...] = ()
+        t = handle_append_entries_response(state, m, choice)
+        if t is not None:
+            if not fine and m.success:
+                t, then = settle(t, dest, mutant=mutant)
+            add(tidy_network(t, moved(was, t.servers[dest]) << dest))
+            if steps is not None:
+                steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
+
+
+def _receive_install_snapshot_response(
+    state: State, m: InstallSnapshotResponse, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    then: tuple[str, ...] = ()
+    t = handle_install_snapshot_response(state, m)
+    if not fine and m.last_included_index and t is not None:
+        t, then = settle(t, m.dest, mutant=mutant)
+    if t is not None:
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        if steps is not None:
+            steps.append(
+                Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
+            )
+
+
+def _receive_pre_vote(
+    state: State, m: PreVoteRequest, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    sent = handle_pre_vote_sent(state, m, mutant=mutant)
+    if sent is not None:
+        t = sent[0]
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        if steps is not None:
+            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
+
+
+def _receive_pre_vote_response(
+    state: State, m: PreVoteResponse, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    then: tuple[str, ...] = ()
+    t = handle_pre_vote_response(state, m)
+    if not fine and m.vote_granted and t is not None:
+        t, then = settle(t, m.dest, mutant=mutant)
+    if t is not None:
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        if steps is not None:
+            steps.append(
+                Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
+            )
+
+
+def _receive_timeout_now(
+    state: State, m: TimeoutNowRequest, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    sent = handle_timeout_now_sent(state, m)
+    if sent is not None:
+        t = sent[0]
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        if steps is not None:
+            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
+
+
+def _receive_timeout_now_response(
+    state: State, m: TimeoutNowResponse, fine: bool, mutant: str | None, add: Add,
+    steps: list[Step] | None, expire_first: bool,
+) -> None:  # fmt: skip
+    t = handle_timeout_now_response(state, m)
+    if t is not None:
+        dest = m.dest
+        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        if steps is not None:
+            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
+
+
+_RECEIVE: Final[tuple[Receiver, ...]] = (
+    # indexed by message kind (state.REQUEST_VOTE_REQUEST ... TIMEOUT_NOW_RESPONSE)
+    _receive_request_vote,
+    _receive_request_vote_response,
+    _receive_append_entries,
+    _receive_append_entries_response,
+    _receive_append_entries,  # InstallSnapshot: the same shape
+    _receive_install_snapshot_response,
+    _receive_pre_vote,
+    _receive_pre_vote_response,
+    _receive_timeout_now,
+    _receive_timeout_now_response,
+)
+"""Receive's expander for each message kind (after any lease, see _expand_receive)."""
 
 
 def _take_receive(state: State, step: Step, mutant: str | None) -> State | None:
@@ -1088,11 +1199,13 @@ def apply_step(state: State, step: Step, mutant: str | None = None) -> State | N
 
 class _Plan(NamedTuple):
     """What :func:`_expand` calls for ``bounds``: per role, the server expanders; the
-    message expanders."""
+    message expanders; whether those are exactly receive, drop and duplicate (then
+    :func:`_expand` takes the two network faults itself, without a call each)."""
 
     bounds: Bounds
     by_role: tuple[tuple[Expander, ...], ...]
     per_message: tuple[MessageExpander, ...]
+    faults_inline: bool
 
 
 _plans: dict[Bounds, _Plan] = {}
@@ -1110,7 +1223,8 @@ def _plan(bounds: Bounds) -> _Plan:
             for role in (FOLLOWER, CANDIDATE, LEADER, PRE_CANDIDATE)  # indexed by role
         )
         per_message = tuple(a.on_message for a in explored if a.on_message is not None)
-        plan = _plans[bounds] = _Plan(bounds, by_role, per_message)
+        inline = per_message == (_expand_receive, _expand_drop_message, _expand_duplicate_message)
+        plan = _plans[bounds] = _Plan(bounds, by_role, per_message, inline)
     _last[:] = [plan]
     return plan
 
@@ -1126,17 +1240,43 @@ def _expand(
     add = out.append
     by_role = plan.by_role
     servers = state.servers
-    for i in range(len(servers)):
-        for expand in by_role[servers[i].role]:
+    for i, s in enumerate(servers):
+        for expand in by_role[s.role]:
             expand(state, i, bounds, mutant, add, steps)
-    per_message = plan.per_message
+    network = state.network
+    if not network:
+        return out
     previous: Message | None = None
-    for m in state.network:
-        if m == previous:
-            continue  # the bag is sorted: copies of a message are adjacent
-        previous = m
-        for expand_message in per_message:
-            expand_message(state, m, bounds, mutant, add, steps)
+    if not plan.faults_inline:
+        per_message = plan.per_message
+        for m in network:
+            if m == previous:
+                continue  # the bag is sorted: copies of a message are adjacent
+            previous = m
+            for expand_message in per_message:
+                expand_message(state, m, bounds, mutant, add, steps)
+        return out
+    # Receive, then drop_message and duplicate_message inlined (what
+    # _expand_drop_message and _expand_duplicate_message do, with the message's
+    # place in the sorted bag known: its first copy is at k).
+    room = len(network) < bounds.max_msgs
+    leases = bounds.pre_vote  # (else no lease decides a delivery: see _expand_receive)
+    fine = bounds.fine_grained
+    rest = state[2:]  # committed, restarts (and any later field): kept as they are
+    for k, m in enumerate(network):
+        if m != previous:
+            previous = m
+            if leases:
+                _expand_receive(state, m, bounds, mutant, add, steps)
+            else:
+                _RECEIVE[m.kind](state, m, fine, mutant, add, steps, False)
+            add(_new(State, (servers, network[:k] + network[k + 1 :], *rest)))
+            if steps is not None:
+                steps.append(Step("drop_message", message=m))
+            if room:
+                add(_new(State, (servers, (*network[:k], m, *network[k:]), *rest)))
+                if steps is not None:
+                    steps.append(Step("duplicate_message", message=m))
     return out
 
 

@@ -103,29 +103,31 @@ def tidy_network(state: State, changed: int = -1) -> State:
     servers = state.servers
     kept: list[Message] | None = None
     for k, m in enumerate(network):
-        if not changed >> m.dest & 1:
+        dest = m.dest
+        if not changed >> dest & 1:
             if kept is not None:
                 kept.append(m)
             continue
         kind = m.kind
-        d = servers[m.dest]
+        m_term = m.term
+        d = servers[dest]
         term = d.current_term
         new: Message | None = m
         if kind in _REQUESTS:
             # (a PreVote's term is the one asked about: refused unless above the receiver's)
-            stale = m.term <= term if kind == PRE_VOTE_REQUEST else m.term < term
-            if stale and (m.term or kind != REQUEST_VOTE_REQUEST):
+            stale = m_term <= term if kind == PRE_VOTE_REQUEST else m_term < term
+            if stale and (m_term or kind != REQUEST_VOTE_REQUEST):
                 new = _new(
-                    RequestVoteRequest, (REQUEST_VOTE_REQUEST, 0, m.source, m.dest, 0, 0, False)
+                    RequestVoteRequest, (REQUEST_VOTE_REQUEST, 0, m.source, dest, 0, 0, False)
                 )
-        elif m.term > term:
+        elif m_term > term:
             # (a granted pre-vote carries the term asked about: it counts whenever its
             # receiver asks for that term, so it stays)
             if kind != REQUEST_VOTE_RESPONSE and not (kind == PRE_VOTE_RESPONSE and m[4]):  # type: ignore[misc]
                 new = _new(
-                    RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m.term, m.source, m.dest, False)
+                    RequestVoteResponse, (REQUEST_VOTE_RESPONSE, m_term, m.source, dest, False)
                 )
-        elif m.term < term or kind > INSTALL_SNAPSHOT_RESPONSE:
+        elif m_term < term or kind > INSTALL_SNAPSHOT_RESPONSE:
             # (a PreVote or TimeoutNow reply of the receiver's term changes nothing)
             new = None
         elif isinstance(m, RequestVoteResponse):
