@@ -302,10 +302,13 @@ def timeout(state: State, i: int) -> State | None:
     unchanged, its own pre-vote counted.  Not within a lease (§4.2.3: the timer's
     first part is the lease, :func:`~.extensions.expire_lease` ends it)."""
     s = state.servers[i]
-    if s.role == LEADER or s.ext.lease:
+    if s.role == LEADER:
         return None
-    if s.ext.options & PRE_VOTE:
-        return _with(state, i, _campaigner(s, PRE_CANDIDATE, s.current_term, s.voted_for, i))
+    if s.ext.options:
+        if s.ext.lease:
+            return None
+        if s.ext.options & PRE_VOTE:
+            return _with(state, i, _campaigner(s, PRE_CANDIDATE, s.current_term, s.voted_for, i))
     return _standing(state, i, _campaigner(s, CANDIDATE, s.current_term + 1, i, i))
 
 
@@ -328,7 +331,7 @@ def _campaigner(s: Server, role: int, term: int, voted_for: int, i: int) -> Serv
             (),
             s.led_terms,
             s.applied,
-            _ext_volatile_lost(s.ext),
+            _ext_volatile_lost(s.ext) if s.ext.options else s.ext,
         ),
     )
 
@@ -357,7 +360,7 @@ def _standing(state: State, i: int, candidate: Server) -> State:
             state.network,
             state.committed,
             state.restarts,
-            max(state.stood, candidate.current_term),
+            candidate.current_term if candidate.current_term > state.stood else state.stood,
         ),
     )
 
@@ -402,7 +405,7 @@ def handle_request_vote_sent(
     state and the reply it put in flight (:func:`handle_request_vote`: the state)."""
     j = m.dest
     s = state.servers[j]
-    in_lease = m.term > s.current_term and not m.transfer and _withholds_vote(s)
+    in_lease = s.ext.options and m.term > s.current_term and not m.transfer and _withholds_vote(s)
     if in_lease and mutant != VOTE_DESPITE_LEASE:
         # §4.2.3: it believes a leader is alive: neither update the term nor grant.
         reply = _new(

@@ -41,6 +41,7 @@ from .invariants import (
     SERVERS_AND_COMMITTED,
     Invariant,
     first_violation,
+    for_options,
 )
 from .mutants import check_mutant
 from .registry import next_states, successors
@@ -355,6 +356,9 @@ def check(
     # States are trees of tuples, never cycles, so the cycle collector has nothing
     # to find; left on, it rescans the millions of live tuples again and again
     # (a third of the run time).
+    options = bounds.options
+    for s in initial.servers if initial is not None else ():
+        options |= s.ext.options
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -362,7 +366,7 @@ def check(
             bounds,
             mutant,
             symmetry,
-            invariants,
+            for_options(invariants, options),
             progress,
             progress_interval,
             _Limits(max_states, max_memory),
