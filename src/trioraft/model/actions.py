@@ -353,16 +353,10 @@ def _with(state: State, i: int, server: Server) -> State:
 def _standing(state: State, i: int, candidate: Server) -> State:
     """``state`` with server ``i`` replaced by ``candidate``, which stands in its term
     (history: ``State.stood``)."""
-    return _new(
-        State,
-        (
-            _with_server(state, i, candidate),
-            state.network,
-            state.committed,
-            state.restarts,
-            candidate.current_term if candidate.current_term > state.stood else state.stood,
-        ),
-    )
+    term = candidate.current_term
+    stood = term if term > state.stood else state.stood
+    servers = _with_server(state, i, candidate)
+    return _new(State, (servers, state.network, state.committed, state.restarts, stood))
 
 
 def request_vote_sent(state: State, i: int, j: int) -> Sent[RequestVoteRequest] | None:
@@ -524,16 +518,7 @@ def become_leader(state: State, i: int) -> State | None:
             _ext_volatile_lost(s.ext),
         ),
     )
-    return _new(
-        State,
-        (
-            _with_server(state, i, server),
-            state.network,
-            state.committed,
-            state.restarts,
-            state.stood,
-        ),
-    )
+    return _with(state, i, server)
 
 
 # --------------------------------------------------------------------- Pre-Vote and transfer
@@ -634,13 +619,14 @@ def handle_timeout_now_sent(state: State, m: TimeoutNowRequest) -> Sent[TimeoutN
     j = m.dest
     s = _observe_term(state.servers[j], m.term)
     reply = _new(TimeoutNowResponse, (TIMEOUT_NOW_RESPONSE, s.current_term, j, m.source))
+    stood = state.stood
     if m.term == s.current_term and s.role != LEADER:
         s = _stand(s, j, campaign=True)
+        stood = max(stood, s.current_term)
     network = _bag_replace(state.network, m, reply)
     if network is None:
         return None
     servers = state.servers if s is state.servers[j] else _with_server(state, j, s)
-    stood = max(state.stood, s.current_term) if s.role == CANDIDATE else state.stood
     return _new(State, (servers, network, state.committed, state.restarts, stood)), reply
 
 
@@ -696,16 +682,7 @@ def client_request(
             s.ext,
         ),
     )
-    return _new(
-        State,
-        (
-            _with_server(state, i, server),
-            state.network,
-            state.committed,
-            state.restarts,
-            state.stood,
-        ),
-    )
+    return _with(state, i, server)
 
 
 def append_entries_sent(
@@ -966,16 +943,7 @@ def _with_applied(
             s.ext,
         ),
     )
-    return _new(
-        State,
-        (
-            _with_server(state, i, server),
-            state.network,
-            state.committed,
-            state.restarts,
-            state.stood,
-        ),
-    )
+    return _with(state, i, server)
 
 
 def apply(state: State, i: int) -> State | None:
@@ -1101,16 +1069,7 @@ def take_snapshot(state: State, i: int, index: int) -> State | None:
     if not s.snapshot_index < index <= s.last_applied:
         return None
     server = s._replace(snapshot_index=index)
-    return _new(
-        State,
-        (
-            _with_server(state, i, server),
-            state.network,
-            state.committed,
-            state.restarts,
-            state.stood,
-        ),
-    )
+    return _with(state, i, server)
 
 
 def install_snapshot_sent(

@@ -97,7 +97,6 @@ from .state import (
     RequestVoteResponse,
     State,
     TimeoutNowRequest,
-    TimeoutNowResponse,
     format_log,
     format_message,
 )
@@ -399,170 +398,69 @@ def _expand_receive(
         leased = expire_lease(state, m.dest)
         assert leased is not None
         _expand_receive(leased, m, bounds, mutant, add, steps, True)
-    _RECEIVE[m.kind](state, m, bounds.fine_grained, mutant, add, steps, expire_first)
+    _receive(state, m, bounds.fine_grained, mutant, add, steps, expire_first)
 
 
-Receiver = Callable[..., None]  # (state, m, fine, mutant, add, steps, expire_first), m of its kind
-
-
-def _receive_request_vote(
-    state: State, m: RequestVoteRequest, fine: bool, mutant: str | None, add: Add,
+def _receive(
+    state: State, m: Message, fine: bool, mutant: str | None, add: Add,
     steps: list[Step] | None, expire_first: bool,
 ) -> None:  # fmt: skip
-    sent = handle_request_vote_sent(state, m, mutant=mutant)
-    if sent is not None:
-        t = sent[0]
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-        if steps is not None:
-            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
-
-
-def _receive_request_vote_response(
-    state: State, m: RequestVoteResponse, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    then: tuple[str, ...] = ()
-    t = handle_request_vote_response(state, m)
-    if not fine and m.vote_granted and t is not None:
-        t, then = settle(t, m.dest, mutant=mutant)
-    if t is not None:
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-        if steps is not None:
-            steps.append(
-                Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
-            )
-
-
-def _receive_append_entries(
-    state: State, m: AppendEntriesRequest | InstallSnapshotRequest, fine: bool,
-    mutant: str | None, add: Add, steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    then: tuple[str, ...] = ()
-    sent: tuple[State, Message] | None
-    if isinstance(m, AppendEntriesRequest):
-        sent = handle_append_entries_sent(state, m, mutant=mutant)
-    else:
-        assert isinstance(m, InstallSnapshotRequest)
-        sent = handle_install_snapshot_sent(state, m, mutant=mutant)
-    if sent is None:
-        return
-    t = sent[0]
-    dest = m.dest
-    if not fine:
-        r = t.servers[dest]
-        if r.last_applied < r.commit_index:
-            t, then = settle(t, dest, mutant=mutant)
-    add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-    if steps is not None:
-        steps.append(Step("receive", dest, message=m, then=then, expire_lease_first=expire_first))
-
-
-def _receive_append_entries_response(
-    state: State, m: AppendEntriesResponse, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    # (a reply: no lease decides it, and nothing is sent back)
+    """Receive's expander (after any lease, see _expand_receive): the receiver's
+    handler of ``m``'s kind, and what it settles in the same step."""
     dest = m.dest
     was = state.servers[dest]
-    for choice in next_index_choices(state, m) or (None,):
-        then: tuple[str, ...] = ()
-        t = handle_append_entries_response(state, m, choice)
-        if t is not None:
-            if not fine and m.success:
+    then: tuple[str, ...] = ()
+    t: State | None
+    if isinstance(m, AppendEntriesResponse):
+        for choice in next_index_choices(state, m) or (None,):
+            then = ()
+            t = handle_append_entries_response(state, m, choice)
+            if t is not None:
+                if not fine and m.success:
+                    t, then = settle(t, dest, mutant=mutant)
+                add(tidy_network(t, moved(was, t.servers[dest]) << dest))
+                if steps is not None:
+                    steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
+        return  # (a reply: no lease decides it, and nothing is sent back)
+    sent: tuple[State, Message] | None
+    if isinstance(m, RequestVoteRequest):
+        sent = handle_request_vote_sent(state, m, mutant=mutant)
+        t = None if sent is None else sent[0]
+    elif isinstance(m, (AppendEntriesRequest, InstallSnapshotRequest)):
+        if isinstance(m, AppendEntriesRequest):
+            sent = handle_append_entries_sent(state, m, mutant=mutant)
+        else:
+            sent = handle_install_snapshot_sent(state, m, mutant=mutant)
+        t = None if sent is None else sent[0]
+        if not fine and t is not None:
+            r = t.servers[dest]
+            if r.last_applied < r.commit_index:
                 t, then = settle(t, dest, mutant=mutant)
-            add(tidy_network(t, moved(was, t.servers[dest]) << dest))
-            if steps is not None:
-                steps.append(Step("receive", dest, message=m, next_index=choice, then=then))
-
-
-def _receive_install_snapshot_response(
-    state: State, m: InstallSnapshotResponse, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    then: tuple[str, ...] = ()
-    t = handle_install_snapshot_response(state, m)
-    if not fine and m.last_included_index and t is not None:
-        t, then = settle(t, m.dest, mutant=mutant)
+    elif isinstance(m, (RequestVoteResponse, PreVoteResponse)):
+        if isinstance(m, RequestVoteResponse):
+            t = handle_request_vote_response(state, m)
+        else:
+            t = handle_pre_vote_response(state, m)
+        if not fine and m.vote_granted and t is not None:
+            t, then = settle(t, dest, mutant=mutant)
+    elif isinstance(m, InstallSnapshotResponse):
+        t = handle_install_snapshot_response(state, m)
+        if not fine and m.last_included_index and t is not None:
+            t, then = settle(t, dest, mutant=mutant)
+    elif isinstance(m, PreVoteRequest):
+        sent = handle_pre_vote_sent(state, m, mutant=mutant)
+        t = None if sent is None else sent[0]
+    elif isinstance(m, TimeoutNowRequest):
+        sent = handle_timeout_now_sent(state, m)
+        t = None if sent is None else sent[0]
+    else:
+        t = handle_timeout_now_response(state, m)
     if t is not None:
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
+        add(tidy_network(t, 1 << m.source | moved(was, t.servers[dest]) << dest))
         if steps is not None:
             steps.append(
                 Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
             )
-
-
-def _receive_pre_vote(
-    state: State, m: PreVoteRequest, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    sent = handle_pre_vote_sent(state, m, mutant=mutant)
-    if sent is not None:
-        t = sent[0]
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-        if steps is not None:
-            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
-
-
-def _receive_pre_vote_response(
-    state: State, m: PreVoteResponse, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    then: tuple[str, ...] = ()
-    t = handle_pre_vote_response(state, m)
-    if not fine and m.vote_granted and t is not None:
-        t, then = settle(t, m.dest, mutant=mutant)
-    if t is not None:
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-        if steps is not None:
-            steps.append(
-                Step("receive", dest, message=m, then=then, expire_lease_first=expire_first)
-            )
-
-
-def _receive_timeout_now(
-    state: State, m: TimeoutNowRequest, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    sent = handle_timeout_now_sent(state, m)
-    if sent is not None:
-        t = sent[0]
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-        if steps is not None:
-            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
-
-
-def _receive_timeout_now_response(
-    state: State, m: TimeoutNowResponse, fine: bool, mutant: str | None, add: Add,
-    steps: list[Step] | None, expire_first: bool,
-) -> None:  # fmt: skip
-    t = handle_timeout_now_response(state, m)
-    if t is not None:
-        dest = m.dest
-        add(tidy_network(t, 1 << m.source | moved(state.servers[dest], t.servers[dest]) << dest))
-        if steps is not None:
-            steps.append(Step("receive", dest, message=m, expire_lease_first=expire_first))
-
-
-_RECEIVE: Final[tuple[Receiver, ...]] = (
-    # indexed by message kind (state.REQUEST_VOTE_REQUEST ... TIMEOUT_NOW_RESPONSE)
-    _receive_request_vote,
-    _receive_request_vote_response,
-    _receive_append_entries,
-    _receive_append_entries_response,
-    _receive_append_entries,  # InstallSnapshot: the same shape
-    _receive_install_snapshot_response,
-    _receive_pre_vote,
-    _receive_pre_vote_response,
-    _receive_timeout_now,
-    _receive_timeout_now_response,
-)
-"""Receive's expander for each message kind (after any lease, see _expand_receive)."""
 
 
 def _take_receive(state: State, step: Step, mutant: str | None) -> State | None:
@@ -1269,7 +1167,7 @@ def _expand(
             if leases:
                 _expand_receive(state, m, bounds, mutant, add, steps)
             else:
-                _RECEIVE[m.kind](state, m, fine, mutant, add, steps, False)
+                _receive(state, m, fine, mutant, add, steps, False)
             add(_new(State, (servers, network[:k] + network[k + 1 :], *rest)))
             if steps is not None:
                 steps.append(Step("drop_message", message=m))
